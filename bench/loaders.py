@@ -1,0 +1,198 @@
+"""`python -m bench loaders`: loader-only train throughput at 224 of each backend against torchvision's.
+
+    python -m bench loaders [--data-path SHARDS] [--batch-size 64] [--workers N] [--steps 24] [--backends ...]
+
+Every backend reads the same prep output: the shards (cpu, dali-cpu, dali), or its DeepLearningExamples
+folder layout (the baseline: torchvision ImageFolder + PIL + RandomResizedCrop + RandomHorizontalFlip +
+ToTensor + Normalize in a DataLoader with the same worker count). Without --data-path an ImageNet-sized
+sample (prep.sample --size imagenet, ~500x375 q90 JPEGs) is made once under build/bench/loaders.
+Each round builds every loader afresh, drops its first batches (worker start-up, pipeline build), then
+times --steps batches, crossing epoch boundaries as a real run would; rounds alternate between backends and
+the median counts. Batches are consumed and dropped: this is the loader alone, on this machine's device.
+Also printed: single-core JPEG decode rates (libjpeg-turbo full size and DCT-scaled, Pillow), to read the
+loader figures against.
+"""
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import pipeline
+from bench import results
+from pipeline import dataset
+from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, default_workers
+
+DEFAULT_DATA = Path("build/bench/loaders")
+BASELINE = "torchvision"
+WARMUP = 2
+DECODE_SAMPLES = 100
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench loaders", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-path", type=Path, help="prep output dir (default: make a sample under "
+                        f"{DEFAULT_DATA})")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=default_workers(), help="workers/threads (default: cores)")
+    parser.add_argument("--steps", type=int, default=24, help="timed batches per run (default 24)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median counts (default 3)")
+    parser.add_argument("--backends", default=",".join(available_backends()),
+                        help="comma-separated, from " + ", ".join(pipeline.BACKENDS) + " (default: those usable here)")
+    args = parser.parse_args(argv)
+    args.backends = [b for b in args.backends.split(",") if b]
+    unknown = [b for b in args.backends if b not in pipeline.BACKENDS]
+    if unknown:
+        parser.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(pipeline.BACKENDS)}")
+    for flag in ("batch_size", "workers", "steps", "rounds"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    return args
+
+
+def available_backends():
+    usable = ["cpu", "synthetic"]
+    try:
+        import nvidia.dali  # noqa: F401
+        usable[1:1] = ["dali", "dali-cpu"] if torch.cuda.is_available() else ["dali-cpu"]
+    except ImportError:
+        pass
+    return usable
+
+
+def main(argv=None):
+    args = parse_args(argv or [])
+    data_path = args.data_path or make_sample(DEFAULT_DATA)
+    images = dataset.open_dataset(data_path).split("train").samples
+    with tempfile.TemporaryDirectory() as scratch:
+        folders = folder_layout(data_path, Path(scratch))
+        runs = {name: [] for name in [BASELINE, *args.backends]}
+        for round_number in range(args.rounds):
+            for name in runs:
+                make = (lambda: baseline_loader(folders, args)) if name == BASELINE else \
+                    (lambda name=name: pipeline.make_loader(data_path, "train", name, args.batch_size,
+                                                            workers=args.workers))
+                runs[name].append(images_per_second(make, args.steps))
+                print(f"round {round_number + 1}/{args.rounds} {name:>12}: {runs[name][-1]:8.0f} img/s", flush=True)
+    decode = decode_rates(data_path)
+    table = summarise(runs)
+    print_table(table, decode, args, images)
+    path = results.save("loaders", {
+        "data_path": str(data_path), "train_images": images, "batch_size": args.batch_size,
+        "workers": args.workers, "steps": args.steps, "rounds": args.rounds, "crop_size": 224,
+        "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
+        "loaders": table, "decode_per_core": decode})
+    print(f"saved {path}")
+    return 0
+
+
+def images_per_second(make_loader, steps):
+    """Build a loader, drop WARMUP batches, then time `steps` batches across as many epochs as that takes."""
+    loader = make_loader()
+    batches = _endless(loader)
+    for _ in range(WARMUP):
+        next(batches)
+    seen = 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        images, labels = next(batches)
+        seen += len(labels)
+    if images.is_cuda:
+        torch.cuda.synchronize()
+    rate = seen / (time.perf_counter() - start)
+    del batches, loader
+    return rate
+
+
+def _endless(loader):
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def baseline_loader(folders, args):
+    import torchvision
+    from torchvision import transforms
+
+    transform = transforms.Compose([
+        transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    train = torchvision.datasets.ImageFolder(str(folders / "train"), transform)
+    return torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                       num_workers=args.workers, persistent_workers=True)
+
+
+def folder_layout(data_path, scratch):
+    """The prep output's train/ folder layout, or one written from its shards with the webdataset library."""
+    if (Path(data_path) / "train_list.txt").is_file():
+        return Path(data_path)
+    import webdataset as wds
+
+    data = dataset.open_dataset(data_path)
+    split = data.split("train")
+    for sample in wds.WebDataset([str(t) for t in split.tars], shardshuffle=False, empty_check=False):
+        wnid = data.classes[int(sample["cls"])]
+        (scratch / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        (scratch / "train" / wnid / f"{sample['__key__']}.JPEG").write_bytes(sample["jpg"])
+    return scratch
+
+
+def make_sample(out):
+    """An ImageNet-sized sample prepped into `out`, made once and reused."""
+    from prep import imagenet, sample
+
+    shards = out / "shards"
+    if not (shards / "manifest.json").is_file():
+        sample.write_sample(out / "src", classes=10, train_per_class=60, val_per_class=10, size="imagenet",
+                            progress=True)
+        if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--layout", "both"]):
+            raise SystemExit(f"bench loaders: prep of the sample in {out / 'src'} failed")
+    return shards
+
+
+def decode_rates(data_path):
+    """Single-core images/s decoding the first DECODE_SAMPLES train JPEGs in full and DCT-scaled."""
+    import simplejpeg
+    from PIL import Image
+
+    from pipeline.readers import ShardReader, FolderReader
+
+    split = dataset.open_dataset(data_path).split("train")
+    reader = ShardReader(split) if isinstance(split, dataset.ShardSplit) else FolderReader(split)
+    jpegs = [bytes(reader.read(i)[0]) for i in range(min(DECODE_SAMPLES, len(reader)))]
+    ways = {
+        "libjpeg-turbo (simplejpeg) full": lambda d: simplejpeg.decode_jpeg(d, colorspace="RGB"),
+        "libjpeg-turbo DCT-scaled 1/2": lambda d: simplejpeg.decode_jpeg(d, colorspace="RGB", min_factor=2),
+        "libjpeg-turbo DCT-scaled 1/4": lambda d: simplejpeg.decode_jpeg(d, colorspace="RGB", min_factor=4),
+        "Pillow full": lambda d: Image.open(io.BytesIO(d)).convert("RGB").load(),
+    }
+    rates = {}
+    for name, decode in ways.items():
+        start = time.perf_counter()
+        for data in jpegs:
+            decode(data)
+        rates[name] = len(jpegs) / (time.perf_counter() - start)
+    return rates
+
+
+def summarise(runs):
+    base = statistics.median(runs[BASELINE])
+    return {name: {"images_per_s": statistics.median(rates), "rounds": rates,
+                   "ratio_to_baseline": statistics.median(rates) / base} for name, rates in runs.items()}
+
+
+def print_table(table, decode, args, images):
+    print(f"\nloader-only train throughput at 224, batch {args.batch_size}, {args.workers} workers, "
+          f"{args.steps} timed batches x {args.rounds} rounds (median), {images} train images")
+    print(f"{'loader':>14} {'img/s':>9} {'x baseline':>11}")
+    for name, row in table.items():
+        print(f"{name:>14} {row['images_per_s']:9.0f} {row['ratio_to_baseline']:10.2f}x")
+    print("\nsingle-core decode")
+    for name, rate in decode.items():
+        print(f"{name:>34} {rate:7.0f} img/s")

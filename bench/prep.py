@@ -1,0 +1,192 @@
+"""`python -m bench prep`: time prep.imagenet against the DeepLearningExamples extraction, on one source.
+
+Both read the same synthetic ILSVRC2012 download (ImageNet-sized JPEGs from prep.sample):
+  prep  `python -m prep.imagenet --src SRC --out OUT --workers N` (shards, index, manifest; no re-encode)
+  DLE   the DeepLearningExamples README: `tar -x` the train tar into train/, each class tar into
+        train/<wnid>/ (removing the class tar), then the val tar into val/ (no valprep.sh: the baseline does less).
+The source has few classes because real ImageNet has about one class tar per 140 MB; ten in 100 MB would
+charge DLE ten times its real per-class tar start-up cost.
+The archives are read once before timing so both start from a warm page cache; the methods then run in
+alternating rounds and the median of each is compared. Dirty pages are flushed (sync) before each run,
+untimed, so no run pays for the previous one's write-back; neither syncs its own output.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from bench import results
+from prep import sample
+
+DEFAULT_OUT = Path("build/bench/prep")
+IMAGE_BYTES_GUESS = 105e3  # a little under prep.sample's mean, so one pass usually reaches the size
+VAL_FRACTION = 0.1
+
+DLE_SCRIPT = r"""
+set -euo pipefail
+mkdir train val
+tar -xf "$1/ILSVRC2012_img_train.tar" -C train
+cd train
+find . -name "*.tar" | while read NAME ; do
+    mkdir -p "${NAME%.tar}"; tar -xf "${NAME}" -C "${NAME%.tar}"; rm -f "${NAME}"
+done
+cd ..
+tar -xf "$1/ILSVRC2012_img_val.tar" -C val
+"""
+
+
+def make_source(src, size_mb, classes=2, seed=0):
+    """Write an ILSVRC2012 source of at least size_mb MB of ImageNet-sized JPEGs; return prep.sample's record."""
+    target = size_mb * 1e6
+    per_class = target / IMAGE_BYTES_GUESS / classes
+    while True:
+        train = max(2, math.ceil(per_class * (1 - VAL_FRACTION)))
+        val = max(1, math.ceil(per_class * VAL_FRACTION))
+        written = sample.write_sample(src, classes=classes, train_per_class=train, val_per_class=val,
+                                      size="imagenet", seed=seed, progress=True)
+        if written["bytes"] >= target:
+            return written
+        per_class *= 1.03 * target / written["bytes"]
+
+
+def warm_page_cache(src):
+    for path in sorted(Path(src).iterdir()):
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def run_timed(method, command, cwd=None):
+    os.sync()
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        last = ((result.stderr or result.stdout).strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"bench prep: the {method} run failed (exit {result.returncode}): {last}")
+    return seconds
+
+
+def prep_command(src, out, workers):
+    return [sys.executable, "-m", "prep.imagenet", "--src", str(src), "--out", str(out), "--workers", str(workers)]
+
+
+def check_prep_output(out, images):
+    """A timing only counts if prep wrote every image (the sample has no corrupt files to reject)."""
+    manifest = json.loads((Path(out) / "manifest.json").read_text())
+    written = sum(split["samples"] for split in manifest["splits"].values())
+    if written != images:
+        raise SystemExit(f"bench prep: prep.imagenet wrote {written} of {images} images to {out}")
+
+
+def dle_command(src):
+    return ["bash", "-c", DLE_SCRIPT, "dle-extract", str(Path(src).resolve())]
+
+
+def measure(src, images, work, workers=2, rounds=5):
+    """Time both methods on `src` in alternating rounds (fresh output dir each run); return the summary."""
+    warm_page_cache(src)
+    runs = {"prep": [], "dle": []}
+    for round_ in range(rounds):
+        for method in runs:
+            out = Path(work) / f"{method}-{round_}"
+            if method == "prep":
+                runs[method].append(run_timed(method, prep_command(src, out, workers)))
+                check_prep_output(out, images)
+            else:
+                out.mkdir(parents=True)
+                runs[method].append(run_timed(method, dle_command(src), cwd=out))
+            shutil.rmtree(out)
+    median = {method: statistics.median(seconds) for method, seconds in runs.items()}
+    return {
+        "images": images,
+        "workers": workers,
+        "rounds": rounds,
+        "statistic": "median of alternating rounds after one warm-up read of the archives",
+        "prep_s": median["prep"], "dle_s": median["dle"],
+        "prep_runs_s": runs["prep"], "dle_runs_s": runs["dle"],
+        "prep_images_per_s": images / median["prep"], "dle_images_per_s": images / median["dle"],
+        "ratio_prep_over_dle": median["prep"] / median["dle"],
+    }
+
+
+def report(summary):
+    for method, label in (("prep", f"prep.imagenet --workers {summary['workers']}"), ("dle", "DLE tar -x")):
+        runs = " ".join(f"{s:.2f}" for s in summary[f"{method}_runs_s"])
+        print(f"  {label:<28} median {summary[f'{method}_s']:6.2f} s  "
+              f"{summary[f'{method}_images_per_s']:7.0f} img/s  (runs {runs})")
+    print(f"  ratio prep/DLE = {summary['ratio_prep_over_dle']:.2f} (target <= 1.0)", flush=True)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench prep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=float, default=100, help="source size to generate (default 100 MB)")
+    parser.add_argument("--classes", type=int, default=2, help="classes in the source (default 2; see above)")
+    parser.add_argument("--workers", type=int, default=2, help="prep.imagenet --workers")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timed runs of each method")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="scratch space (default build/bench/prep)")
+    parser.add_argument("--keep", type=Path, help="write the source here and keep it; reused if already there")
+    args = parser.parse_args(argv)
+    if args.size_mb <= 0 or args.classes < 1 or args.workers < 1 or args.rounds < 1:
+        parser.error("--size-mb, --classes, --workers and --rounds must be positive")
+    return args
+
+
+def archives(src):
+    return [Path(src) / name for name in (sample.TRAIN_TAR, sample.VAL_TAR, sample.DEVKIT_TAR)]
+
+
+def source(args, scratch):
+    """The source to time, as {path, bytes, classes, images, generate_s}: --keep's if big enough, else new."""
+    src = args.keep or Path(scratch) / "ILSVRC2012"
+    kept = args.keep is not None and all(path.is_file() for path in archives(src)) and \
+        sum(path.stat().st_size for path in archives(src)) >= args.size_mb * 1e6
+    start = time.perf_counter()
+    if not kept:
+        make_source(src, args.size_mb, args.classes)
+    generate_s = None if kept else time.perf_counter() - start
+    classes, images = count_images(src)
+    return {"path": str(src), "bytes": sum(path.stat().st_size for path in archives(src)), "classes": classes,
+            "images": images, "generate_s": generate_s}
+
+
+def count_images(src):
+    """(classes, train + val images) in the archives."""
+    classes = train = 0
+    with tarfile.open(Path(src) / sample.TRAIN_TAR) as outer:
+        for member in outer:
+            with tarfile.open(fileobj=outer.extractfile(member)) as inner:
+                classes, train = classes + 1, train + len(inner.getnames())
+    with tarfile.open(Path(src) / sample.VAL_TAR) as val:
+        return classes, train + len(val.getnames())
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(dir=args.out, prefix="run-")
+    try:
+        src = source(args, scratch)
+        made = f"generated in {src['generate_s']:.1f} s" if src["generate_s"] else "reused"
+        print(f"bench prep: source {src['bytes'] / 1e6:.1f} MB, {src['images']} images in {src['classes']} classes, "
+              f"{made} ({src['path']})")
+        summary = measure(src["path"], src["images"], Path(scratch) / "work", args.workers, args.rounds)
+    finally:
+        shutil.rmtree(scratch)
+    report(summary)
+    source_record = {key: src[key] for key in ("bytes", "classes", "generate_s")}
+    saved = results.save("prep", {"source": source_record, **summary})
+    print(f"  saved {saved}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Fetch one sample's bytes and label by sample number: from shards by pread at indexed offsets, or from files.
+
+Each worker process opens files lazily, so descriptors are never shared across a fork.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class ShardReader:
+    def __init__(self, split):
+        self.table = split.table
+        self.indexes = [str(p) for p in split.indexes]
+        self._first = np.concatenate([[0], np.cumsum(np.bincount(self.table.tar_id, minlength=len(self.indexes)))])
+        self._fds = {}
+
+    def __len__(self):
+        return len(self.table)
+
+    def read(self, i):
+        """(JPEG bytes, label) of sample i; the .jpg and .cls members are read with one pread."""
+        t = self.table
+        span = os.pread(self._fd(t.tar_id[i]), int(t.length[i]), int(t.start[i]))
+        if len(span) != t.length[i]:
+            raise ValueError(f"shard ends {t.length[i] - len(span)} bytes early")
+        label = span[t.cls_at[i]:t.cls_at[i] + t.cls_size[i]]
+        if not label.isdigit():
+            raise ValueError(f"label {label[:20]!r} is not a decimal class index")
+        return memoryview(span)[t.jpg_at[i]:t.jpg_at[i] + t.jpg_size[i]], int(label)
+
+    def describe(self, i):
+        """'<tar>:<member>' of sample i's JPEG, looked up in its index only when something went wrong."""
+        tar_id = int(self.table.tar_id[i])
+        line = Path(self.indexes[tar_id]).read_text().splitlines()[1 + i - self._first[tar_id]].split()
+        member = next(line[k + 3] for k in range(0, len(line), 4) if line[k] == "jpg")
+        return f"{Path(self.table.tars[tar_id]).name}:{member}"
+
+    def _fd(self, tar_id):
+        if tar_id not in self._fds:
+            self._fds[tar_id] = os.open(self.table.tars[tar_id], os.O_RDONLY)
+        return self._fds[tar_id]
+
+
+class FolderReader:
+    def __init__(self, split):
+        self.root = split.root
+        self.files = split.files
+        self.labels = split.labels
+
+    def __len__(self):
+        return len(self.files)
+
+    def read(self, i):
+        return (self.root / self.files[i]).read_bytes(), int(self.labels[i])
+
+    def describe(self, i):
+        return str(self.root / self.files[i])

@@ -1,0 +1,29 @@
+"""Which samples each rank reads, batch by batch; the `cpu` backend's order, and DALI's sharding rule.
+
+Rank r's share of an N-sample sequence is [r*N//world, (r+1)*N//world), DALI's shard_id/num_shards rule.
+Train: the sequence is one permutation of the split per (seed, epoch); every rank takes whole batches from
+its share, floor(N / world) // batch_size of them, so all ranks run the same number of steps and no sample
+is read twice. Val: the split in stored order; a rank's last batch may be short, nothing is padded.
+"""
+import numpy as np
+
+
+def rank_share(samples, *, rank, world):
+    return np.arange(rank * samples // world, (rank + 1) * samples // world)
+
+
+def train_steps(samples, batch_size, world):
+    return samples // world // batch_size
+
+
+def train_batches(samples, batch_size, *, rank, world, seed, epoch):
+    """[steps, batch_size] sample numbers for this rank in this epoch."""
+    steps = train_steps(samples, batch_size, world)
+    order = np.random.default_rng([seed, epoch]).permutation(samples)
+    mine = order[rank_share(samples, rank=rank, world=world)][:steps * batch_size]
+    return mine.reshape(steps, batch_size)
+
+
+def val_batches(samples, batch_size, *, rank, world):
+    share = rank_share(samples, rank=rank, world=world)
+    return [share[start:start + batch_size] for start in range(0, len(share), batch_size)]

@@ -1,0 +1,100 @@
+"""Labels from the ILSVRC2012 devkit (meta.mat + validation ground truth) and from the Kaggle CSVs.
+
+The devkit numbers classes by ILSVRC2012_ID, an order of its own; everything here speaks WNIDs, and the
+caller turns WNIDs into indexes (sorted rank).
+"""
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from prep.tario import WNID, ArchiveError, read_member
+
+META = "data/meta.mat"
+GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
+CAP = 64 << 20
+
+
+class LabelError(Exception):
+    """A label file that cannot be used; the message names it."""
+
+
+@dataclass
+class Devkit:
+    classes: list        # leaf WNIDs, sorted
+    train_counts: dict   # WNID -> num_train_images
+    val_wnids: list      # WNID of ILSVRC2012_val_{i+1:08d}
+
+
+def load_devkit(path):
+    """Read a devkit .tar.gz / .tar or an extracted ILSVRC2012_devkit_t12 directory."""
+    path = Path(path)
+    if path.is_dir():
+        meta, truth = ((path / name).read_bytes() for name in (META, GROUND_TRUTH))
+    else:
+        try:
+            meta, truth = (read_member(path, name, path.name, CAP) for name in (META, GROUND_TRUTH))
+        except ArchiveError as error:
+            raise LabelError(str(error)) from None
+    wnid_of_id, train_counts = leaf_synsets(meta, path.name)
+    try:
+        val_wnids = [wnid_of_id[int(line)] for line in truth.split()]
+    except (ValueError, KeyError) as error:
+        raise LabelError(f"{path.name}: {GROUND_TRUTH} names no leaf class ILSVRC2012_ID {error}") from None
+    return Devkit(sorted(train_counts), train_counts, val_wnids)
+
+
+def leaf_synsets(meta, label):
+    """({ILSVRC2012_ID: WNID}, {WNID: num_train_images}) of the leaf synsets (num_children == 0)."""
+    import scipy.io  # costs a quarter second; only devkit inputs need it
+
+    try:
+        synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
+        leaves = [s for s in synsets.ravel() if int(s["num_children"]) == 0]
+        wnid_of_id = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in leaves}
+        train_counts = {str(s["WNID"]): int(s["num_train_images"]) for s in leaves}
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        raise LabelError(f"{label}: {META} has no usable synsets table ({error})") from None
+    if not leaves or not all(WNID.fullmatch(w) for w in train_counts):
+        raise LabelError(f"{label}: {META} lists no leaf synsets with WNIDs like n01440764")
+    return wnid_of_id, train_counts
+
+
+def kaggle_classes(path):
+    """WNIDs of LOC_synset_mapping.txt (`n01440764 tench, Tinca tinca`), sorted."""
+    wnids = [line.split(maxsplit=1)[0] for line in _lines(path)]
+    _check_wnids(path, wnids)
+    return sorted(wnids)
+
+
+def kaggle_val(path):
+    """{image id: WNID} from LOC_val_solution.csv; the first token of PredictionString is the class."""
+    try:
+        with open(path, newline="") as f:
+            rows = {row["ImageId"]: row["PredictionString"].split()[0] for row in csv.DictReader(f)}
+    except (KeyError, IndexError, csv.Error, UnicodeDecodeError) as error:
+        raise LabelError(f"{path}: expected columns ImageId,PredictionString ({error})") from None
+    _check_wnids(path, rows.values())
+    return rows
+
+
+def val_map(path):
+    """{file stem: WNID} from a val_map.txt (`ILSVRC2012_val_00000001.JPEG n01751748`)."""
+    pairs = [line.split() for line in _lines(path)]
+    if any(len(pair) != 2 for pair in pairs):
+        raise LabelError(f"{path}: expected lines `<file> <wnid>`")
+    _check_wnids(path, [wnid for _, wnid in pairs])
+    return {name.rsplit(".", 1)[0]: wnid for name, wnid in pairs}
+
+
+def _lines(path):
+    try:
+        return [line for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise LabelError(f"{path}: unreadable ({error})") from None
+
+
+def _check_wnids(path, wnids):
+    bad = next((w for w in wnids if not WNID.fullmatch(w)), None)
+    if bad is not None:
+        raise LabelError(f"{path}: {bad!r} is not a WNID like n01440764")

@@ -1,0 +1,55 @@
+"""The end of a run: per-class counts checked against what the labels promise, and the summary table."""
+from collections import Counter
+
+SHOWN = 10  # entries of each list printed; the manifest has them all
+
+
+def count_problems(expected, manifest, rejects):
+    """One line per class whose written + rejected images differ from the count the labels give.
+
+    `expected` maps split -> Counter of WNIDs, or None where no label file gives counts."""
+    problems = []
+    for split, promised in expected.items():
+        if promised is None:
+            continue
+        written = Counter(dict(zip(manifest["classes"], manifest["splits"][split]["per_class"])))
+        rejected = Counter(r["wnid"] for r in rejects if r["split"] == split and r["wnid"])
+        for wnid in sorted(set(promised) | set(+written) | set(+rejected)):
+            if written[wnid] + rejected[wnid] != promised[wnid]:
+                problems.append(f"{split} {wnid}: {written[wnid]} written + {rejected[wnid]} rejected, "
+                                f"the labels list {promised[wnid]}")
+    return problems
+
+
+def summary(expected, manifest, seconds, problems):
+    rows = [("split", "images", "expected", "rejected", "re-encoded", "shards", "MB")]
+    for split, entry in manifest["splits"].items():
+        promised = expected[split]
+        rows.append((split, entry["samples"], sum(promised.values()) if promised is not None else "-",
+                     _count(manifest["rejected"], split), _count(manifest["reencoded"], split),
+                     len(entry["shards"]), f"{sum(s['bytes'] for s in entry['shards']) / 1e6:.1f}"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(cell).rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    images = sum(entry["samples"] for entry in manifest["splits"].values())
+    lines.append(f"{images} images in {seconds:.1f} s ({images / max(seconds, 1e-9):.0f} img/s), "
+                 f"{len(manifest['classes'])} classes, source: {manifest['source']['kind']}")
+    lines += _listing("re-encoded", manifest["reencoded"], lambda e: f"{e['split']} {e['key']}: {e['reason']}")
+    lines += _listing("rejected", manifest["rejected"], lambda e: f"{e['split']} {e['key']}: {e['reason']}")
+    lines += _listing("unsafe members skipped", manifest["unsafe"],
+                      lambda e: f"{e['source']}: {e['member']!r}: {e['reason']}")
+    lines += _listing("count mismatches", problems, str)
+    lines.append("counts match the labels" if not problems else "COUNTS DO NOT MATCH THE LABELS")
+    return "\n".join(lines)
+
+
+def _count(entries, split):
+    return sum(1 for e in entries if e["split"] == split)
+
+
+def _listing(title, entries, describe):
+    if not entries:
+        return []
+    lines = [f"{title} ({len(entries)}):"] + [f"  {describe(e)}" for e in entries[:SHOWN]]
+    if len(entries) > SHOWN:
+        lines.append(f"  ... {len(entries) - SHOWN} more in manifest.json")
+    return lines

@@ -1,0 +1,153 @@
+"""Re-check a prep output against its manifest: `python -m prep.verify shards/`.
+
+Each tar is re-hashed and re-read (size, sha256, member pairs, labels in range, per-class sums) and its
+.idx compared with a fresh index from DALI's wds2idx; the folder layout's lists, when present, are checked
+against the same counts. Prints one line per mismatch and exits non-zero if there is any.
+"""
+import argparse
+import hashlib
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from prep import manifest
+from prep.tario import KEY, unsafe_reason
+
+CHUNK = 1 << 20
+
+
+def verify(out):
+    """Problems found in the prep output at `out`, one line each; empty when everything matches."""
+    out = Path(out)
+    try:
+        found = manifest.load(out)
+        classes, splits = found["classes"], found["splits"]
+    except (OSError, ValueError, KeyError) as error:
+        return [f"{out / manifest.NAME}: unreadable manifest ({error})"]
+    problems = []
+    total = sum(s["bytes"] for entry in splits.values() for s in entry["shards"])
+    with tqdm(total=total, unit="B", unit_scale=True, desc="verify") as bar:
+        for split, entry in splits.items():
+            per_class = [0] * len(classes)
+            for shard in entry["shards"]:
+                problems += check_shard(out, shard, per_class, bar)
+            if entry["shards"]:
+                problems += _compare(f"{split} shards", per_class, entry, classes)
+            problems += check_list(out, split, entry, classes)
+    return problems
+
+
+def check_shard(out, shard, per_class, bar):
+    """Problems of one tar and its index; adds its labels to `per_class`."""
+    path = out / shard["name"]
+    try:
+        if path.stat().st_size != shard["bytes"]:
+            return [f"{path}: {path.stat().st_size} bytes, the manifest says {shard['bytes']}"]
+        problems = [] if _sha256(path, bar) == shard["sha256"] else [f"{path}: sha256 differs from the manifest"]
+        labels = _labels(path, len(per_class))
+    except OSError as error:
+        return [f"{path}: unreadable ({error.strerror or error})"]
+    except ValueError as error:
+        return problems + [f"{path}: {error}"]
+    if len(labels) != shard["samples"]:
+        problems.append(f"{path}: {len(labels)} samples, the manifest says {shard['samples']}")
+    for label in labels:
+        per_class[label] += 1
+    if not _index_matches(path, out / shard["index"]):
+        problems.append(f"{out / shard['index']}: differs from a fresh wds2idx index of {shard['name']}")
+    return problems
+
+
+def _sha256(path, bar):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _labels(path, num_classes):
+    """Class index of every sample; ValueError unless members are <key>.jpg, <key>.cls pairs with valid labels."""
+    labels = []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            members = tar.getmembers()
+            if len(members) % 2:
+                raise ValueError("odd number of members: a sample lacks its .jpg or .cls")
+            for jpg, cls in zip(members[::2], members[1::2]):
+                key = jpg.name[: -len(".jpg")]
+                if unsafe_reason(jpg) or unsafe_reason(cls) or not KEY.fullmatch(key) or \
+                        (jpg.name, cls.name) != (f"{key}.jpg", f"{key}.cls"):
+                    raise ValueError(f"members {jpg.name!r}, {cls.name!r} are not a <key>.jpg, <key>.cls pair")
+                text = tar.extractfile(cls).read()
+                if not (text.isdigit() and int(text) < num_classes):
+                    raise ValueError(f"{cls.name}: label {text[:20]!r} is not a class index below {num_classes}")
+                labels.append(int(text))
+    except tarfile.TarError as error:
+        raise ValueError(f"not a readable tar ({error})") from None
+    return labels
+
+
+def _index_matches(tar, index):
+    from wds2idx import IndexCreator
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = Path(scratch, "fresh.idx")
+        with IndexCreator(str(tar), str(fresh), verbose=False) as indexer:
+            indexer.create_index()
+        try:
+            return index.read_bytes() == fresh.read_bytes()
+        except OSError:
+            return False
+
+
+def check_list(out, split, entry, classes):
+    """The folder layout's <split>_list.txt, if written: labels and counts as in the manifest, files present."""
+    path = out / f"{split}_list.txt"
+    if not path.exists():
+        return []
+    per_class, problems = [0] * len(classes), []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        name, _, label = line.rpartition(" ")
+        wnid = name.split("/", 1)[0]
+        if not label.isdigit() or int(label) >= len(classes) or classes[int(label)] != wnid:
+            problems.append(f"{path}:{number}: {line!r} does not match the manifest's classes")
+        elif not (out / split / name).is_file():
+            problems.append(f"{path}:{number}: {out / split / name} missing")
+        else:
+            per_class[int(label)] += 1
+    return problems + _compare(path.name, per_class, entry, classes)
+
+
+def _compare(what, per_class, entry, classes):
+    wrong = [f"{what}: class {i} ({classes[i]}) has {n}, the manifest says {entry['per_class'][i]}"
+             for i, n in enumerate(per_class) if n != entry["per_class"][i]]
+    if sum(entry["per_class"]) != entry["samples"]:
+        wrong.append(f"{what}: manifest per-class counts sum to {sum(entry['per_class'])}, not {entry['samples']}")
+    return wrong
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m prep.verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="a directory written by `python -m prep.imagenet`")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not Path(args.out, manifest.NAME).is_file():
+        raise SystemExit(f"verify: {args.out}: no {manifest.NAME}; expected the --out of python -m prep.imagenet")
+    problems = verify(args.out)
+    for problem in problems:
+        print(f"verify: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    found = manifest.load(args.out)
+    counts = ", ".join(f"{split} {entry['samples']}" for split, entry in found["splits"].items())
+    shards = sum(len(entry["shards"]) for entry in found["splits"].values())
+    print(f"verify: {args.out} ok: {shards} shards, {counts} images, sha256, counts and indexes match")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Every accepted input layout gives the same shards as the archives; a wrong --src gets a one-line error."""
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from prep.imagenet import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shard_hashes(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {split: [s["sha256"] for s in entry["shards"]] for split, entry in manifest["splits"].items()}
+
+
+def extract_all(src, dest):
+    """The archives unpacked the usual way: train/<wnid>/*.JPEG, a flat val/, the devkit directory."""
+    with tarfile.open(src / "ILSVRC2012_img_train.tar") as outer:
+        for class_tar in outer:
+            with tarfile.open(fileobj=outer.extractfile(class_tar)) as inner:
+                inner.extractall(dest / "train" / class_tar.name[:-4], filter="data")
+    for name, target in (("ILSVRC2012_img_val.tar", dest / "val"), ("ILSVRC2012_devkit_t12.tar.gz", dest)):
+        with tarfile.open(src / name) as tar:
+            tar.extractall(target, filter="data")
+
+
+def val_classes(written):
+    return {f"ILSVRC2012_val_{i:08d}": wnid for i, wnid in enumerate(written["val_wnids"], 1)}
+
+
+def by_class_val(root, written):
+    for key, wnid in val_classes(written).items():
+        (root / "val" / wnid).mkdir(parents=True, exist_ok=True)
+        (root / "val" / f"{key}.JPEG").rename(root / "val" / wnid / f"{key}.JPEG")
+
+
+def kaggle(root, written):
+    """ILSVRC/Data/CLS-LOC/{train,val} + LOC_synset_mapping.txt (devkit ID order) + LOC_val_solution.csv."""
+    base = root / "ILSVRC" / "Data" / "CLS-LOC"
+    base.mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / split).rename(base / split)
+    shutil.rmtree(root / "ILSVRC2012_devkit_t12")
+    mapping = sorted(written["wnids"], key=written["ilsvrc_ids"].get)
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{wnid} class {wnid}\n" for wnid in mapping))
+    rows = "".join(f"{key},{wnid} 1 2 3 4 {wnid} 5 6 7 8\n" for key, wnid in reversed(val_classes(written).items()))
+    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + rows)
+
+
+def gzipped(root, written):
+    for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
+        with open(root / name, "rb") as plain, gzip.open(root / f"{name}.gz", "wb") as packed:
+            shutil.copyfileobj(plain, packed)
+        (root / name).unlink()
+
+
+@pytest.mark.parametrize("layout", ["extracted, flat val + devkit", "extracted, val by class", "kaggle",
+                                    "archives as .tar.gz"])
+def test_every_layout_gives_the_shards_of_the_archives(tiny_src, tmp_path, layout):
+    src, written = tiny_src()
+    assert main(["--src", str(src), "--out", str(tmp_path / "reference")]) == 0
+    other = tmp_path / "other"
+    if layout == "archives as .tar.gz":
+        shutil.copytree(src, other)
+        gzipped(other, written)
+    else:
+        extract_all(src, other)
+    if layout == "extracted, val by class":
+        by_class_val(other, written)
+    if layout == "kaggle":
+        kaggle(other, written)
+    assert main(["--src", str(other), "--out", str(tmp_path / "out"), "--full-decode"]) == 0
+    assert shard_hashes(tmp_path / "out") == shard_hashes(tmp_path / "reference")
+    assert not (tmp_path / "out" / ".prep").exists()
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "prep.imagenet", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "no devkit", "val only, no labels"])
+def test_wrong_src_gets_one_line_saying_what_was_expected(tmp_path, case):
+    src = tmp_path / "src"
+    if case != "missing":
+        src.mkdir()
+    if case == "no devkit":
+        (src / "ILSVRC2012_img_train.tar").write_bytes(b"")
+    if case == "val only, no labels":
+        (src / "val").mkdir()
+    splits = "val" if case == "val only, no labels" else "train,val"
+    result = run_cli("--src", src, "--out", tmp_path / "out", "--splits", splits)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prep: ") and str(src) in lines[0]
+    expected = {"missing": "ILSVRC2012_img_train.tar", "empty": "ILSVRC2012_img_train.tar",
+                "no devkit": "ILSVRC2012_devkit_t12.tar.gz missing", "val only, no labels": "val_map.txt"}
+    assert expected[case] in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_options_are_refused_in_one_line(tmp_path):
+    result = run_cli("--src", tmp_path, "--out", tmp_path / "out", "--splits", "train,test")
+    assert result.returncode == 2 and result.stderr.strip() == \
+        "prep: --splits: unknown test; choose from train,val"

@@ -1,0 +1,134 @@
+"""The default sample through `python -m prep.imagenet --layout both`: labels, and reading the result back
+with the webdataset library, DALI's webdataset reader and torchvision's ImageFolder."""
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from prep.sample import write_sample
+
+
+@pytest.fixture(scope="module")
+def truth(sample_src, tmp_path_factory):
+    """The true class of every key, from the sample's own record (the same seed writes the same archives)."""
+    written = write_sample(tmp_path_factory.mktemp("again"))
+    assert Path(written["archives"]["ILSVRC2012_img_train.tar"]).read_bytes() == \
+        (sample_src / "ILSVRC2012_img_train.tar").read_bytes()
+    wnid_of = {key: wnid for wnid, keys in written["train"].items() for key in keys}
+    wnid_of.update({f"ILSVRC2012_val_{i:08d}": wnid for i, wnid in enumerate(written["val_wnids"], 1)})
+    return {"wnids": written["wnids"], "wnid_of": wnid_of, "planted": written["planted"]}
+
+
+def source_bytes(sample_src):
+    """key -> original bytes, read from the archives with tarfile."""
+    found = {}
+    with tarfile.open(sample_src / "ILSVRC2012_img_train.tar") as outer:
+        for class_tar in outer:
+            with tarfile.open(fileobj=outer.extractfile(class_tar)) as inner:
+                found.update({m.name[:-5]: inner.extractfile(m).read() for m in inner})
+    with tarfile.open(sample_src / "ILSVRC2012_img_val.tar") as val:
+        found.update({m.name[:-5]: val.extractfile(m).read() for m in val})
+    return found
+
+
+def shard_paths(out, split):
+    manifest = json.loads((out / "manifest.json").read_text())
+    return [(str(out / s["name"]), str(out / s["index"])) for s in manifest["splits"][split]["shards"]]
+
+
+def test_every_label_is_the_sorted_wnid_index_of_the_true_class(sample_shards, truth):
+    manifest = json.loads((sample_shards / "manifest.json").read_text())
+    assert manifest["classes"] == sorted(truth["wnids"])
+    seen = 0
+    for split in ("train", "val"):
+        for tar_path, _ in shard_paths(sample_shards, split):
+            with tarfile.open(tar_path) as tar:
+                for member in tar:
+                    if member.name.endswith(".cls"):
+                        key = member.name[:-4]
+                        label = int(tar.extractfile(member).read())
+                        assert manifest["classes"][label] == truth["wnid_of"][key], key
+                        seen += 1
+    assert seen == len(truth["wnid_of"]) == manifest["splits"]["train"]["samples"] + \
+        manifest["splits"]["val"]["samples"]
+
+
+def test_train_shards_mix_classes_and_val_stays_in_key_order(sample_shards):
+    train, = shard_paths(sample_shards, "train")
+    with tarfile.open(train[0]) as tar:
+        first_classes = {m.name.split("_")[0] for m in tar.getmembers()[:40]}
+    assert len(first_classes) > 3
+    val, = shard_paths(sample_shards, "val")
+    with tarfile.open(val[0]) as tar:
+        keys = [m.name[:-4] for m in tar if m.name.endswith(".jpg")]
+    assert keys == sorted(keys)
+
+
+def test_webdataset_reads_the_source_bytes_and_labels(sample_shards, sample_src, truth):
+    import webdataset as wds
+
+    original = source_bytes(sample_src)
+    classes = sorted(truth["wnids"])
+    for split in ("train", "val"):
+        urls = [tar for tar, _ in shard_paths(sample_shards, split)]
+        for sample in wds.WebDataset(urls, shardshuffle=False):
+            key = sample["__key__"]
+            assert classes[int(sample["cls"])] == truth["wnid_of"][key]
+            if key in truth["planted"]:
+                assert Image.open(io.BytesIO(sample["jpg"])).format == "JPEG"
+            else:
+                assert sample["jpg"] == original[key]
+
+
+def test_dali_reads_the_same_samples_as_webdataset(sample_shards):
+    import numpy as np
+    import webdataset as wds
+    from nvidia.dali import fn, pipeline_def
+
+    shards = shard_paths(sample_shards, "train") + shard_paths(sample_shards, "val")
+    expected = [(s["__key__"], s["jpg"], s["cls"]) for s in wds.WebDataset([t for t, _ in shards],
+                                                                            shardshuffle=False)]
+
+    @pipeline_def(batch_size=100, num_threads=1, device_id=None)
+    def read():
+        jpg, cls = fn.readers.webdataset(paths=[t for t, _ in shards], index_paths=[i for _, i in shards],
+                                         ext=["jpg", "cls"], name="shards")
+        return jpg, cls
+
+    pipe = read()
+    pipe.build()
+    assert pipe.epoch_size("shards") == len(expected)
+    got = []
+    while len(got) < len(expected):
+        jpgs, labels = pipe.run()
+        for jpg, label in zip(jpgs, labels):
+            key = re.search(r":([^:/]+)\.jpg$", jpg.source_info())[1]
+            got.append((key, np.array(jpg).tobytes(), np.array(label).tobytes()))
+    assert got[:len(expected)] == expected
+
+
+def test_folder_layout_matches_imagefolder_and_the_lists(sample_shards, truth):
+    from torchvision.datasets import ImageFolder
+
+    classes = sorted(truth["wnids"])
+    for split in ("train", "val"):
+        folder = ImageFolder(sample_shards / split)
+        assert folder.class_to_idx == {wnid: i for i, wnid in enumerate(classes)}
+        labels = {Path(path).stem: label for path, label in folder.samples}
+        assert {key: classes[label] for key, label in labels.items()} == \
+            {key: wnid for key, wnid in truth["wnid_of"].items() if key.startswith("ILSVRC") == (split == "val")}
+        listed = (sample_shards / f"{split}_list.txt").read_text().split("\n")[:-1]
+        assert sorted(listed) == sorted(f"{classes[label]}/{key}.JPEG {label}" for key, label in labels.items())
+    val_map = (sample_shards / "val_map.txt").read_text().split("\n")[:-1]
+    assert val_map[0] == f"ILSVRC2012_val_00000001.JPEG {truth['wnid_of']['ILSVRC2012_val_00000001']}"
+    assert "mv ILSVRC2012_val_00000001.JPEG" in (sample_shards / "valprep.sh").read_text()
+
+
+def test_verify_passes_on_the_output(sample_shards):
+    from prep.verify import verify
+
+    assert verify(sample_shards) == []

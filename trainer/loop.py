@@ -1,0 +1,87 @@
+"""One training epoch and one evaluation pass; setup, checkpoints and the report live in fit.py."""
+import time
+from dataclasses import dataclass
+
+import torch
+
+from trainer.distributed import sum_over_ranks
+from trainer.model import logits
+
+
+def autocast(device, amp_dtype):
+    return torch.autocast(device.type, amp_dtype, enabled=amp_dtype is not None)
+
+
+@dataclass
+class Training:
+    model: torch.nn.Module       # the module whose weights are checkpointed
+    step_model: torch.nn.Module  # what a step calls: `model`, DDP-wrapped and/or compiled
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0  # steps done in `epoch`
+
+    @property
+    def global_step(self):
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
+                "step": self.step, "global_step": self.global_step, "steps_per_epoch": self.steps_per_epoch}
+
+
+def train_epoch(t, batches, meter, log, print_freq, stop_at=None):
+    """The rest of epoch t.epoch (from step t.step) from the iterator `batches`, or up to global step `stop_at`."""
+    t.step_model.train()
+    meter.start_epoch()
+    loss_sum, losses = torch.zeros((), device=t.device), 0
+    while t.step < t.steps_per_epoch and t.global_step != stop_at:
+        waited = time.perf_counter()
+        images, labels = next(batches)
+        waited = time.perf_counter() - waited
+        with autocast(t.device, t.amp_dtype):
+            loss = t.criterion(logits(t.step_model(images)), labels)
+        t.optimizer.zero_grad(set_to_none=True)
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        t.scheduler.step()
+        t.step += 1
+        meter.step(waited)
+        loss_sum += loss.detach()
+        losses += 1
+        if t.step % print_freq == 0 or t.step == t.steps_per_epoch or t.global_step == stop_at:
+            window = meter.close_window(t.epoch, t.global_step)
+            log.train(t.epoch, t.step, t.steps_per_epoch, t.global_step, loss_sum.item() / losses,
+                      t.scheduler.get_last_lr()[0], window)
+            loss_sum.zero_()
+            losses = 0
+
+
+@torch.no_grad()
+def evaluate(model, loader, max_steps, device, amp_dtype):
+    """Top-1/top-5 in percent over every image this pass sees on all ranks, and that image count."""
+    model.eval()
+    top1 = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    images_seen = 0
+    for step, (images, labels) in enumerate(loader):
+        if step == max_steps:
+            break
+        with autocast(device, amp_dtype):
+            output = model(images)
+        best = output.topk(min(5, output.shape[1]), dim=1).indices
+        hits = best.eq(labels[:, None])
+        top1 += hits[:, 0].sum()
+        top5 += hits.any(dim=1).sum()
+        images_seen += labels.numel()
+    top1, top5, images_seen = sum_over_ranks([top1.item(), top5.item(), images_seen], device)
+    if not images_seen:
+        return None, None, 0
+    return 100 * top1 / images_seen, 100 * top5 / images_seen, int(images_seen)

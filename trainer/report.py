@@ -1,0 +1,68 @@
+"""What a run leaves behind (rank 0 only): report.json, a console line and a log.jsonl record per print window,
+TensorBoard scalars when tensorboard is installed."""
+import json
+from pathlib import Path
+
+from trainer.atomic import write_atomically
+
+REPORT_KEYS = ("model", "local_rank", "batch_size", "epochs", "training_step_per_epoch", "eval_step_per_epoch",
+               "acc1_best", "acc5_best", "device", "skip_steps", "train_fps_mean", "train_fps_min", "train_fps_max",
+               "training_time")
+
+
+def make_report(**fields):
+    """The guide's keys first, in the guide's order, then the rest as given."""
+    report = {key: fields.pop(key) for key in REPORT_KEYS}
+    report.update(fields)
+    return report
+
+
+def write_report(output_dir, report):
+    path = Path(output_dir) / "report.json"
+    write_atomically(path, lambda f: f.write(json.dumps(report, indent=1) + "\n"), mode="w")
+    return path
+
+
+class RunLog:
+    def __init__(self, output_dir, enabled):
+        self.enabled = enabled
+        if enabled:
+            self.jsonl = open(Path(output_dir) / "log.jsonl", "a")
+            self.tensorboard = _summary_writer(Path(output_dir) / "tensorboard")
+
+    def train(self, epoch, step, steps, global_step, loss, lr, window):
+        if not self.enabled:
+            return
+        speed = f"img/s {window.fps:9.1f}  data-wait {window.wait_share:4.0%}" if window else "img/s (skipped steps)"
+        print(f"epoch {epoch} step {step}/{steps}  loss {loss:.4f}  lr {lr:.4g}  {speed}", flush=True)
+        record = {"loss": loss, "lr": lr}
+        if window:
+            record.update(img_s=window.fps, data_wait_share=window.wait_share)
+        self._write("train", record, epoch, global_step)
+
+    def eval(self, epoch, global_step, acc1, acc5, images):
+        if not self.enabled:
+            return
+        print(f"epoch {epoch} validation  acc@1 {acc1:.3f}  acc@5 {acc5:.3f}  over {images} images", flush=True)
+        self._write("val", {"acc1": acc1, "acc5": acc5, "images": images}, epoch, global_step)
+
+    def close(self):
+        if self.enabled:
+            self.jsonl.close()
+            if self.tensorboard:
+                self.tensorboard.close()
+
+    def _write(self, phase, record, epoch, global_step):
+        self.jsonl.write(json.dumps({"phase": phase, "epoch": epoch, "global_step": global_step, **record}) + "\n")
+        self.jsonl.flush()
+        if self.tensorboard:
+            for name, value in record.items():
+                self.tensorboard.add_scalar(f"{phase}/{name}", value, global_step)
+
+
+def _summary_writer(log_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional (the GPU machine may lack it)
+        return None
+    return SummaryWriter(log_dir)
