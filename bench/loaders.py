@@ -149,7 +149,7 @@ def make_sample(out):
 
     shards = out / "shards"
     if not (shards / "manifest.json").is_file():
-        sample.write_sample(out / "src", classes=10, train_per_class=60, val_per_class=10, size="imagenet",
+        sample.write_sample(out / "src", classes=10, train_per_class=120, val_per_class=10, size="imagenet",
                             progress=True)
         if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--layout", "both"]):
             raise SystemExit(f"bench loaders: prep of the sample in {out / 'src'} failed")

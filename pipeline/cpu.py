@@ -19,6 +19,7 @@ package promises: one global permutation per (seed, epoch) split over the ranks,
 every sample at most once, at the same speed (one pread per sample, which the decode dwarfs).
 """
 import itertools
+import multiprocessing
 import warnings
 import weakref
 
@@ -32,6 +33,9 @@ from pipeline.decode import CorruptImage, crop_resize
 from pipeline.normalize import ImageNormalizer, normalize
 from pipeline.readers import FolderReader, ShardReader
 
+# Workers start in milliseconds and share the sample table copy-on-write, even in a process that was itself
+# spawned (whose default start method is then spawn); workers never touch CUDA, so a fork stays safe.
+_FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 PREFETCH = 2
 HELD = 2
 CORRUPT = (CorruptImage, ValueError, OSError, cv2.error)
@@ -58,7 +62,8 @@ class CpuLoader:
         self._tasks = _Tasks(len(reader), options, slots=len(self._ring))
         builder = BatchBuilder(reader, options, self._ring, normalise=not self._on_gpu)
         self._loader = DataLoader(builder, batch_size=None, sampler=self._tasks, num_workers=options.workers,
-                                  persistent_workers=True, prefetch_factor=PREFETCH, worker_init_fn=_one_thread)
+                                  persistent_workers=True, prefetch_factor=PREFETCH, worker_init_fn=_one_thread,
+                                  multiprocessing_context=_FORK)
 
     def __len__(self):
         return len(self._tasks)
@@ -67,8 +72,19 @@ class CpuLoader:
         self._tasks.epoch = epoch
 
     def __iter__(self):
-        batches = (self._receive(*result) for result in self._loader)
+        batches = self._batches()
         return _gpu_prefetch(batches, self._options) if self._on_gpu else batches
+
+    def _batches(self):
+        results = iter(self._loader)
+        try:
+            for result in results:
+                yield self._receive(*result)
+        except Exception:
+            # Left to the garbage collector after an error, torch's worker shutdown waits out its timeouts (10 s).
+            results._shutdown_workers()
+            self._loader._iterator = None
+            raise
 
     def _receive(self, slot, kept, labels, skipped):
         for reason in skipped:

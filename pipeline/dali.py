@@ -15,6 +15,8 @@ Corrupt samples: DALI's decoders raise and there is no per-sample skip, so a cor
 with DecodeError (`strict` is always on, `skipped` stays 0). prep rejects undecodable inputs, and
 `prep.verify` checks shard hashes; the `cpu` backend skips and counts instead.
 """
+import contextlib
+
 import numpy as np
 import torch
 
@@ -67,9 +69,12 @@ class DaliLoader:
         o = self._options
         pipe = _pipeline(self._split, o, gpu_decode=self._gpu_decode, epoch=self._epoch)
         policy = LastBatchPolicy.DROP if o.train else LastBatchPolicy.PARTIAL
-        iterator = DALIGenericIterator([pipe], ["images", "labels"], reader_name=READER, last_batch_policy=policy)
+        with _decode_errors():
+            iterator = DALIGenericIterator([pipe], ["images", "labels"], reader_name=READER,
+                                           last_batch_policy=policy)
         for _ in range(self._steps):
-            (outputs,) = _next(iterator)
+            with _decode_errors():
+                (outputs,) = next(iterator)
             yield self._to_device(outputs["images"]), self._labels(outputs["labels"])
 
     def _to_device(self, images):
@@ -84,11 +89,17 @@ class DaliLoader:
         return labels.view(-1).to(self._options.device, torch.int64, non_blocking=True)
 
 
-def _next(iterator):
+@contextlib.contextmanager
+def _decode_errors():
+    """DALI reports a failed sample as a RuntimeError from whichever call ran the pipeline."""
     try:
-        return next(iterator)
+        yield
     except RuntimeError as error:
-        raise DecodeError(f"pipeline: DALI failed on a sample: {str(error).strip().splitlines()[0]}") from error
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        cause = lines[lines.index("encountered:") + 1] if "encountered:" in lines[:-1] else lines[0]
+        raise DecodeError(f"pipeline: DALI stopped on a sample it could not read ({cause}); DALI cannot skip "
+                          "samples: check the shards with prep.verify, or use the cpu backend, which skips and "
+                          "counts corrupt samples") from None
 
 
 def parse_decimal(digits):

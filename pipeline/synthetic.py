@@ -1,17 +1,17 @@
 """Device-resident random batches, made once: the loader-free ceiling of the training step."""
 import torch
 
-from pipeline import dataset
+from pipeline import dataset, sampling
 from pipeline.normalize import normalize
 
 IMAGENET_SAMPLES = {"train": 1281167, "val": 50000}
 
 
 class SyntheticLoader:
-    """Yields the same normalised batch `len()` times per epoch; shapes, dtype and layout as the real loaders.
+    """Yields one normalised random batch over and over, with the real loaders' shapes, dtype, layout and steps.
 
-    Steps per epoch follow the dataset's manifest when `data_path` has one (else ImageNet's sizes), split
-    over the ranks like the real loaders; `steps` overrides them.
+    The split's size comes from the manifest when `data_path` has one, else ImageNet's, shared over the ranks
+    like the real loaders (val's last batch may be short); `steps` sets the steps per epoch instead.
     """
 
     def __init__(self, data_path, options, *, num_classes=1000, steps=None):
@@ -19,10 +19,9 @@ class SyntheticLoader:
         if data_path is not None and dataset.has_manifest(data_path):
             info = dataset.open_dataset(data_path)
             samples, num_classes = info.split(options.split).samples, len(info.classes)
-        per_rank = samples // options.world
         self.num_classes = num_classes
         self.skipped = 0
-        self._steps = steps if steps is not None else max(1, per_rank // options.batch_size)
+        self._sizes = _batch_sizes(samples, options, steps)
         generator = torch.Generator().manual_seed(options.seed)
         size = options.crop_size
         pixels = torch.randint(0, 256, (options.batch_size, size, size, 3), dtype=torch.uint8, generator=generator)
@@ -31,11 +30,20 @@ class SyntheticLoader:
         self._labels = labels.to(options.device)
 
     def __len__(self):
-        return self._steps
+        return len(self._sizes)
 
     def set_epoch(self, epoch):
         pass
 
     def __iter__(self):
-        for _ in range(self._steps):
-            yield self._images, self._labels
+        for size in self._sizes:
+            yield self._images[:size], self._labels[:size]
+
+
+def _batch_sizes(samples, options, steps):
+    o = options
+    if steps is not None:
+        return [o.batch_size] * steps
+    if o.train:
+        return [o.batch_size] * sampling.train_steps(samples, o.batch_size, o.world)
+    return [len(batch) for batch in sampling.val_batches(samples, o.batch_size, rank=o.rank, world=o.world)]

@@ -112,6 +112,7 @@ def write_splits(source, classes, args, options):
     labels = {wnid: index for index, wnid in enumerate(classes)}
     found, jobs, records, waiting, rejects = {}, [], {}, [], Rejects(args.max_rejects)
     with multiprocessing.Pool(args.workers) as pool, tqdm(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
+        source.prefetch(pool)
         for split in args.splits:
             found[split] = source.split(split)
             rejects.add(found[split].rejected)

@@ -69,7 +69,22 @@ def _find(root, stem):
     return next((p for p in (root / f"{stem}.tar", root / f"{stem}.tar.gz", root / stem) if p.exists()), None)
 
 
-class Archives:
+class _Devkit:
+    """The devkit, read on first use, or in a pool worker started early: scipy's import alone takes half a
+    second, which the train shards can use meanwhile."""
+    devkit_path = None
+    _pending = None
+
+    def prefetch(self, pool):
+        if self.devkit_path is not None and "devkit" not in self.__dict__:
+            self._pending = pool.apply_async(load_devkit, (self.devkit_path,))
+
+    @cached_property
+    def devkit(self):
+        return self._pending.get() if self._pending is not None else load_devkit(self.devkit_path)
+
+
+class Archives(_Devkit):
     """ILSVRC2012_img_train.tar (a tar of <wnid>.tar), ILSVRC2012_img_val.tar, the devkit; read in place."""
     kind = "archives"
 
@@ -84,10 +99,6 @@ class Archives:
             if archive is None or archive.is_dir():
                 raise SourceError(f"--src {root}: {ARCHIVES[split]}.tar missing (needed for --splits {split})")
             self.archives[split] = archive
-
-    @cached_property
-    def devkit(self):
-        return load_devkit(self.devkit_path)
 
     def classes(self):
         if "train" in self.splits:
@@ -157,7 +168,7 @@ def _devkit_val_label(val_wnids):
     return label_of
 
 
-class Tree:
+class Tree(_Devkit):
     """Already extracted: <base>/train/<wnid>/*.JPEG and <base>/val/ (by class, or flat with labels beside it).
 
     Kaggle's layout is the same tree under ILSVRC/Data/CLS-LOC with its own label files.
@@ -195,14 +206,14 @@ class Tree:
         if self.kind == "kaggle":
             return kaggle_classes(self.root / "LOC_synset_mapping.txt")
         if self.devkit_path:
-            return self._devkit.classes
+            return self.devkit.classes
         if self.val_map_path:
             return sorted(set(self._val_labels.values()))
         return None
 
     def expected(self, split):
         if split == "train":
-            return Counter(self._devkit.train_counts) if self.devkit_path else None
+            return Counter(self.devkit.train_counts) if self.devkit_path else None
         return Counter(self._val_labels.values()) if self._val_labels is not None else None
 
     def split(self, split):
@@ -223,16 +234,12 @@ class Tree:
         return sorted(e.name for e in os.scandir(base) if e.is_dir() and WNID.fullmatch(e.name))
 
     @cached_property
-    def _devkit(self):
-        return load_devkit(self.devkit_path)
-
-    @cached_property
     def _val_labels(self):
         """{val key: WNID} from the label files; None when there are none (val/ by class only)."""
         if self.kind == "kaggle":
             return kaggle_val(self.root / "LOC_val_solution.csv")
         if self.devkit_path:
-            return {f"ILSVRC2012_val_{i:08d}": w for i, w in enumerate(self._devkit.val_wnids, 1)}
+            return {f"ILSVRC2012_val_{i:08d}": w for i, w in enumerate(self.devkit.val_wnids, 1)}
         return val_map(self.val_map_path) if self.val_map_path else None
 
     def _files(self, directory, label_of):

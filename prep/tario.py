@@ -9,12 +9,13 @@ import hashlib
 import re
 import shutil
 import tarfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import NamedTuple
 
 # A key becomes a file name and a webdataset key, which splits at the first dot: no dots, no separators.
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,90}")
 WNID = re.compile(r"n\d{8}")
+DRIVE = re.compile(r"[A-Za-z]:")
 IMAGE_SUFFIXES = (".jpeg", ".jpg")
 CHUNK = 1 << 20
 DISK_RESERVE = 1 << 30  # bytes left free when decompressing a .tar.gz
@@ -33,16 +34,15 @@ class ArchiveError(Exception):
 def unsafe_reason(info):
     """Why a member must not be used, or None for a plain regular file with a harmless name."""
     name = info.name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+    if name.startswith("/") or DRIVE.match(name):
         return "absolute path"
-    if ".." in PurePosixPath(name).parts:
+    if ".." in name.split("/"):
         return "parent reference"
+    if info.isfile():
+        return None
     kinds = ((info.issym, "symlink"), (info.islnk, "hardlink"), (info.ischr, "device"), (info.isblk, "device"),
-             (info.isfifo, "fifo"), (info.isfile, None))
-    for test, reason in kinds:
-        if test():
-            return reason
-    return "not a regular file"
+             (info.isfifo, "fifo"))
+    return next((reason for test, reason in kinds if test()), "not a regular file")
 
 
 def scan(path, label, start=0, end=None):

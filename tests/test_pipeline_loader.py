@@ -1,0 +1,270 @@
+"""The loader contract, checked on every backend this machine can run.
+
+The data: an extracted tree of solid-colour JPEGs, one colour per image, made into shards (and the folder
+layout) by `python -m prep.imagenet`. Crops, flips and resizes keep a solid colour, so each output image
+still says which sample it was, and its label can be checked against that sample's class.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simplejpeg
+import torch
+import torch.multiprocessing as mp
+
+import pipeline
+from pipeline.cpu import CorruptSample
+from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVELS = (20, 75, 130, 185, 240)
+COLOURS = np.array([(r, g, b) for r in LEVELS for g in LEVELS for b in LEVELS], dtype=np.float64)
+CLASSES = [f"n{10000001 + k:08d}" for k in range(6)]
+SHAPES = [(48, 64), (64, 48), (40, 40), (90, 120), (300, 400)]  # the last is decoded DCT-scaled at crop 32
+TRAIN, VAL = 48, 19  # 48 = 2 ranks x 3 steps x 8; 19 splits unevenly
+CROP, VAL_SIZE, BATCH = 32, 36, 8
+LOW = (0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+HIGH = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+
+try:
+    import nvidia.dali  # noqa: F401
+    HAVE_DALI = True
+except ImportError:
+    HAVE_DALI = False
+
+needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="nvidia-dali is not installed")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DECODING = ["cpu", pytest.param("dali-cpu", marks=needs_dali)]
+ALL_CPU = [*DECODING, "synthetic"]
+
+
+def sample_class(n):
+    return n % len(CLASSES)
+
+
+def write_tree(root):
+    """train/<wnid>/<wnid>_<n>.JPEG and val/<wnid>/val_<n>.JPEG, image n filled with COLOURS[n]."""
+    for n in range(TRAIN + VAL):
+        split, wnid = ("train" if n < TRAIN else "val"), CLASSES[sample_class(n)]
+        name = f"{wnid}_{n}.JPEG" if split == "train" else f"val_{n:03d}.JPEG"
+        height, width = SHAPES[n % len(SHAPES)]
+        pixels = np.empty((height, width, 3), np.uint8)
+        pixels[:] = COLOURS[n]
+        (root / split / wnid).mkdir(parents=True, exist_ok=True)
+        (root / split / wnid / name).write_bytes(simplejpeg.encode_jpeg(pixels, quality=95))
+
+
+def prep(src, out):
+    result = subprocess.run([sys.executable, "-m", "prep.imagenet", "--src", str(src), "--out", str(out),
+                             "--layout", "both", "--workers", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    src = tmp_path_factory.mktemp("colours")
+    write_tree(src)
+    return prep(src, tmp_path_factory.mktemp("colour-prep") / "out")
+
+
+@pytest.fixture(scope="module")
+def folders(shards, tmp_path_factory):
+    """The DeepLearningExamples layout alone: train/ val/ and their file lists, no shards or manifest."""
+    out = tmp_path_factory.mktemp("colour-folders")
+    for name in ("train", "val"):
+        shutil.copytree(shards / name, out / name)
+        shutil.copy(shards / f"{name}_list.txt", out)
+    return out
+
+
+def identify(images):
+    """Which sample each normalised image shows: the palette colour nearest its mean pixel."""
+    images = images.float().cpu().numpy()
+    pixels = images.mean(axis=(2, 3)) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    distances = ((pixels[:, None, :] * 255 - COLOURS[None]) ** 2).sum(-1)
+    return distances.argmin(1)
+
+
+def make(data, split, backend, **options):
+    options = {"crop_size": CROP, "val_size": VAL_SIZE, "workers": 2, **options}
+    return pipeline.make_loader(data, split, backend, BATCH, **options)
+
+
+def read_epoch(loader, epoch=0):
+    """(sample ids, labels) of one epoch, checked batch by batch while each batch is still valid."""
+    loader.set_epoch(epoch)
+    ids, labels = [], []
+    for images, batch_labels in loader:
+        ids.extend(identify(images))
+        labels.extend(batch_labels.tolist())
+    return np.array(ids), np.array(labels)
+
+
+@pytest.mark.parametrize("backend", ALL_CPU)
+@pytest.mark.parametrize("split, steps", [("train", TRAIN // BATCH), ("val", -(-VAL // BATCH))])
+@pytest.mark.parametrize("dtype, channels_last", [(torch.float32, False), (torch.bfloat16, True)])
+def test_batches_have_the_promised_shape_dtype_layout_and_range(shards, backend, split, steps, dtype,
+                                                                channels_last):
+    loader = make(shards, split, backend, dtype=dtype, channels_last=channels_last)
+    assert len(loader) == steps
+    assert loader.num_classes == len(CLASSES)
+    format = torch.channels_last if channels_last else torch.contiguous_format
+    batches = 0
+    for images, labels in loader:
+        batches += 1
+        assert images.shape[1:] == (3, CROP, CROP) and 0 < len(images) <= BATCH
+        assert images.dtype == dtype and images.is_contiguous(memory_format=format)
+        assert labels.dtype == torch.int64 and labels.shape == (len(images),)
+        assert ((labels >= 0) & (labels < len(CLASSES))).all()
+        per_channel = images.float().transpose(0, 1).reshape(3, -1)
+        assert (per_channel.min(1).values >= torch.tensor(LOW) - 0.02).all()
+        assert (per_channel.max(1).values <= torch.tensor(HIGH) + 0.02).all()
+    assert batches == steps
+    assert loader.skipped == 0
+
+
+@pytest.mark.parametrize("backend", DECODING)
+@pytest.mark.parametrize("layout", ["shards", "folders"])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_labels_stay_with_their_images(request, backend, layout, split):
+    data = request.getfixturevalue(layout)
+    ids, labels = read_epoch(make(data, split, backend))
+    assert np.array_equal(labels, sample_class(ids))
+    if split == "train":
+        assert len(set(ids)) == len(ids) == TRAIN
+    else:
+        assert sorted(ids) == list(range(TRAIN, TRAIN + VAL))
+
+
+@pytest.mark.parametrize("backend", DECODING)
+def test_set_epoch_reorders_deterministically(shards, backend):
+    loader = make(shards, "train", backend)
+    first, _ = read_epoch(loader, epoch=0)
+    second, _ = read_epoch(loader, epoch=1)
+    again, _ = read_epoch(make(shards, "train", backend), epoch=1)
+    assert not np.array_equal(first, second)
+    assert np.array_equal(second, again)
+    assert sorted(first) == sorted(second) == list(range(TRAIN))
+
+
+def test_cpu_and_dali_read_val_in_the_same_order(shards):
+    if not HAVE_DALI:
+        pytest.skip("nvidia-dali is not installed")
+    assert np.array_equal(read_epoch(make(shards, "val", "cpu"))[0], read_epoch(make(shards, "val", "dali-cpu"))[0])
+
+
+def test_synthetic_takes_its_size_from_the_manifest_or_imagenet(shards):
+    assert len(make(shards, "train", "synthetic")) == TRAIN // BATCH
+    assert len(make(None, "val", "synthetic")) == 50000 // BATCH
+    assert len(make(None, "train", "synthetic", steps=5)) == 5
+
+
+# --- corrupt samples ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def damaged(shards, tmp_path):
+    """A copy of the shards whose 6th train JPEG lost its start-of-image marker; returns (dir, member)."""
+    out = tmp_path / "damaged"
+    shutil.copytree(shards, out)
+    fields = (out / "train-000000.idx").read_text().splitlines()[6].split()
+    jpg = fields.index("jpg")
+    fd = os.open(out / "train-000000.tar", os.O_WRONLY)
+    os.pwrite(fd, b"\0\0", int(fields[jpg + 1]))
+    os.close(fd)
+    return out, fields[jpg + 3]
+
+
+def test_cpu_skips_and_counts_a_corrupt_sample(damaged):
+    data, member = damaged
+    loader = make(data, "train", "cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids, labels = read_epoch(loader)
+    assert loader.skipped == 1 and len(ids) == TRAIN - 1
+    assert np.array_equal(labels, sample_class(ids))
+    assert any(f"train-000000.tar:{member}" in str(w.message) for w in caught)
+
+
+def test_cpu_strict_names_the_shard_and_key(damaged):
+    data, member = damaged
+    with pytest.raises(CorruptSample, match=f"train-000000.tar:{member}"):
+        read_epoch(make(data, "train", "cpu", strict=True))
+
+
+@needs_dali
+def test_dali_stops_on_a_corrupt_sample_with_a_clear_error(damaged):
+    from pipeline import dali
+
+    with pytest.raises(dali.DecodeError, match="cpu backend"):
+        read_epoch(make(damaged[0], "train", "dali-cpu"))
+
+
+def test_bad_data_path_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="has neither manifest.json nor"):
+        make(tmp_path, "train", "cpu")
+
+
+# --- DDP: two gloo ranks ----------------------------------------------------------------------------
+
+DDP_RUNS = [("cpu", BATCH), ("cpu", 5), *([("dali-cpu", 5)] if HAVE_DALI else [])]  # 5 leaves a remainder
+
+
+def read_as_rank(rank, world, init_file, data, results):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        for backend, batch_size in DDP_RUNS:
+            for split in ("train", "val"):
+                loader = pipeline.make_loader(data, split, backend, batch_size, crop_size=CROP, val_size=VAL_SIZE,
+                                              workers=1)
+                ids, labels = read_epoch(loader)
+                results.put(((backend, batch_size, split, rank), (len(loader), ids.tolist(), labels.tolist())))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_split_an_epoch_without_overlap_and_with_equal_steps(shards, tmp_path):
+    world = 2
+    results = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(read_as_rank, args=(world, tmp_path / "init", shards, results), nprocs=world)
+    got = dict(results.get() for _ in range(len(DDP_RUNS) * 2 * world))
+    for backend, batch_size in DDP_RUNS:
+        train = [got[backend, batch_size, "train", rank] for rank in range(world)]
+        steps = TRAIN // world // batch_size
+        assert [length for length, _, _ in train] == [steps] * world, backend
+        ids = np.concatenate([ids for _, ids, _ in train])
+        assert len(set(ids)) == len(ids) == steps * batch_size * world, backend
+        val = [got[backend, batch_size, "val", rank] for rank in range(world)]
+        assert sorted(np.concatenate([ids for _, ids, _ in val])) == list(range(TRAIN, TRAIN + VAL)), backend
+        for _, ids, labels in train + val:
+            assert labels == [sample_class(n) for n in ids], backend
+
+
+# --- GPU-only paths ----------------------------------------------------------------------------------
+
+@needs_gpu
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("dali", marks=needs_dali),
+                                     pytest.param("dali-cpu", marks=needs_dali), "synthetic"])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_gpu_batches_arrive_on_the_device_normalised_and_paired(shards, backend, split):
+    loader = make(shards, split, backend, device="cuda", dtype=torch.bfloat16, channels_last=True)
+    ids, labels = [], []
+    for images, batch_labels in loader:
+        assert images.is_cuda and batch_labels.is_cuda
+        assert images.dtype == torch.bfloat16 and images.is_contiguous(memory_format=torch.channels_last)
+        ids.extend(identify(images))
+        labels.extend(batch_labels.tolist())
+    if backend != "synthetic":
+        assert np.array_equal(labels, sample_class(np.array(ids)))
+
+
+def test_dali_without_a_gpu_is_refused_clearly(shards):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit, match="use dali-cpu"):
+        make(shards, "train", "dali")

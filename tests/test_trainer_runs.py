@@ -1,0 +1,115 @@
+"""Real runs of the trainer on the prep sample (10 classes; 1,000 train, 200 val images): DDP under torchrun,
+resume, exact validation counts, learning. Tiny settings (resnet18 at 32 px, one thread per process) keep them
+quick; all but the DDP run go through trainer.fit.main in this process to save the interpreter start-ups."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.fit import main
+from trainer.report import REPORT_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--crop-size", "32", "--val-size", "36",
+        "--workers", "1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two cores shared by several processes: more threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(*args):
+    return main(list(map(str, args)))
+
+
+def report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+def log_records(out, phase):
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["phase"] == phase]
+
+
+def val_samples(shards):
+    return json.loads((shards / "manifest.json").read_text())["splits"]["val"]["samples"]
+
+
+def test_two_process_gloo_ddp_run_writes_the_report(sample_shards, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "trainer"]
+    args = [*TINY, "--data-path", sample_shards, "--output-dir", out, "--batch-size", 8, "--epochs", 1,
+            "--training_step_per_epoch", 4, "--print-freq", 2, "--skip_steps", 1]
+    result = subprocess.run([*torchrun, *map(str, args)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    r = report(out)
+    assert tuple(r)[:len(REPORT_KEYS)] == REPORT_KEYS
+    assert (r["model"], r["local_rank"], r["batch_size"], r["epochs"], r["device"]) == ("resnet18", 0, 8, 1, "cpu")
+    assert (r["world_size"], r["global_batch_size"], r["training_step_per_epoch"], r["global_step"]) == (2, 16, 4, 4)
+    assert r["counted_images"] == (4 - 1) * 16  # the first step of the epoch is skipped
+    assert 0 < r["train_fps_min"] <= r["train_fps_mean"] <= r["train_fps_max"]
+    assert 0 <= r["data_wait_share"] <= 1 and r["training_time"] > 0
+    assert r["val_images"] == val_samples(sample_shards)  # each rank evaluates its half, summed exactly
+    assert 0 <= r["acc1_best"] <= r["acc5_best"] <= 100
+    assert result.stdout.count('"train_fps_mean"') == 1  # only rank 0 prints and writes
+    assert [record["global_step"] for record in log_records(out, "train")] == [2, 4]
+    saved = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert (saved["epoch"], saved["step"], len(saved["rng"])) == (1, 0, 2)
+
+
+RESUMABLE = [*TINY, "--epochs", 2, "--training_step_per_epoch", 3, "--print-freq", 1,
+             "--skip_steps", 1, "--seed", 5, "--batch-size", 24]
+
+
+@pytest.fixture(scope="module")
+def unbroken(sample_shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("unbroken")
+    train(*RESUMABLE, "--data-path", sample_shards, "--output-dir", out)
+    return out
+
+
+def test_resume_after_a_stop_ends_where_an_unbroken_run_ends(sample_shards, unbroken, tmp_path, capsys):
+    out = tmp_path / "stopped"
+    train(*RESUMABLE, "--data-path", sample_shards, "--output-dir", out, "--stop-step-num", 4)
+    assert "stopped at global step 4 (epoch 1, step 1)" in capsys.readouterr().out
+    at_stop = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert (at_stop["epoch"], at_stop["step"], at_stop["global_step"]) == (1, 1, 4)
+
+    train(*RESUMABLE, "--data-path", sample_shards, "--output-dir", out, "--resume", out / "checkpoint.pth")
+    assert [record["global_step"] for record in log_records(out, "train")] == [1, 2, 3, 4, 5, 6]
+    resumed, whole = report(out), report(unbroken)
+    assert (resumed["global_step"], resumed["epochs"]) == (whole["global_step"], whole["epochs"]) == (6, 2)
+    assert resumed["acc1_best"] == whole["acc1_best"]
+    final = torch.load(out / "checkpoint.pth", weights_only=True)["model"]
+    expected = torch.load(unbroken / "checkpoint.pth", weights_only=True)["model"]
+    assert all(torch.equal(final[name], expected[name]) for name in expected)  # same batches, same RNG, same steps
+
+
+def test_evaluation_counts_exactly_the_validation_set(sample_shards, unbroken, tmp_path):
+    out = tmp_path / "eval"
+    train(*TINY, "--data-path", sample_shards, "--output-dir", out, "--evaluate", "--resume", unbroken,
+          "--batch-size", 24)
+    r = report(out)
+    assert r["val_images"] == val_samples(sample_shards) == 200
+    assert r["eval_step_per_epoch"] == 9  # 8 full batches of 24 and one of 8
+    last_training_eval = log_records(unbroken, "val")[-1]
+    assert (r["acc1_best"], r["acc5_best"]) == pytest.approx((last_training_eval["acc1"], last_training_eval["acc5"]))
+
+
+def test_training_on_the_sample_learns(sample_shards, tmp_path):
+    out = tmp_path / "learn"
+    train(*TINY, "--data-path", sample_shards, "--output-dir", out, "--batch-size", 50, "--epochs", 2, "--lr", 0.05,
+          "--lr-schedule", "cosine", "--print-freq", 5, "--skip_steps", 2, "--seed", 1)
+    losses = [record["loss"] for record in log_records(out, "train")]
+    assert max(losses[:2]) > 1.5 * min(losses[-2:])
+    assert report(out)["acc1_best"] > 30  # chance is 10 %

@@ -1,0 +1,105 @@
+"""The pieces of the trainer that need no data: LR schedule, throughput meter, report key order, checkpoint RNG."""
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from trainer import checkpoint
+from trainer.meter import ThroughputMeter
+from trainer.optim import build_optimizer, build_scheduler, lr_factor
+from trainer.report import REPORT_KEYS, make_report
+
+
+def test_step_schedule_divides_by_ten_every_30_epochs():
+    factor = lr_factor("step", total_steps=90 * 10, steps_per_epoch=10, warmup_steps=0)
+    assert [factor(epoch * 10) for epoch in (0, 29, 30, 59, 60, 89)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_warmup_rises_linearly_per_step_then_cosine_reaches_zero():
+    factor = lr_factor("cosine", total_steps=100, steps_per_epoch=10, warmup_steps=10)
+    assert [factor(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert factor(10) == pytest.approx(1)
+    assert factor(55) == pytest.approx(0.5)
+    assert factor(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+
+
+def test_linear_schedule_falls_in_a_straight_line():
+    factor = lr_factor("linear", total_steps=100, steps_per_epoch=10, warmup_steps=0)
+    assert [factor(s) for s in (0, 25, 50, 75)] == pytest.approx([1, 0.75, 0.5, 0.25])
+
+
+def test_scheduler_started_mid_run_matches_one_stepped_there():
+    def optimizer():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+
+    walked = build_scheduler(optimizer(), "cosine", 3, 10, 1)
+    for _ in range(17):
+        walked.optimizer.step()
+        walked.step()
+    jumped = build_scheduler(optimizer(), "cosine", 3, 10, 1, first_step=17)
+    assert jumped.get_last_lr() == pytest.approx(walked.get_last_lr())
+
+
+def test_no_bn_weight_decay_exempts_exactly_the_norm_layers(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 5, 5))
+
+    class Args:
+        lr, momentum, weight_decay, nesterov, no_bn_weight_decay = 0.1, 0.9, 1e-4, False, True
+
+    decayed, exempt = build_optimizer(model, Args).param_groups
+    assert {id(p) for p in exempt["params"]} == {id(model[1].weight), id(model[1].bias)}
+    assert exempt["weight_decay"] == 0 and decayed["weight_decay"] == 1e-4
+    assert len(decayed["params"]) == 4
+
+
+class FakeClock:
+    """Each mark is the number of steps taken so far, at one second per step."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def mark(self):
+        return self.now
+
+    def seconds(self, start, end):
+        return end - start
+
+
+def test_meter_leaves_out_skipped_steps_and_reports_window_extremes():
+    clock = FakeClock()
+    meter = ThroughputMeter(clock, images_per_step=10, skip_steps=2)
+    for epoch, step_seconds in enumerate(([5, 5, 1, 1, 2, 2], [9, 1, 1, 1])):
+        meter.start_epoch()
+        for step, seconds in enumerate(step_seconds, 1):
+            clock.now += seconds
+            meter.step(data_wait=seconds / 4)
+            if step % 2 == 0 or step == len(step_seconds):
+                meter.close_window(epoch, step)
+    fps = [w.fps for w in meter.windows]
+    assert fps == pytest.approx([10, 5, 10])  # windows (1,1), (2,2), (1,1); the 5 s and 9 s warm-up steps never count
+    summary = meter.summary()
+    assert summary["fps_mean"] == pytest.approx(60 / 8)
+    assert (summary["fps_min"], summary["fps_max"]) == pytest.approx((5, 10))
+    assert summary["data_wait_share"] == pytest.approx(0.25)
+    assert summary["counted_images"] == 60
+
+
+def test_report_starts_with_the_guides_keys_in_order():
+    fields = {key: i for i, key in enumerate(reversed(REPORT_KEYS))}
+    report = make_report(world_size=2, **fields)
+    assert tuple(report)[:len(REPORT_KEYS)] == REPORT_KEYS
+    assert list(report)[-1] == "world_size"
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    device = torch.device("cpu")
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    checkpoint.save(tmp_path / "c.pth", {"rng": checkpoint.rng_state(device)})
+    expected = torch.rand(3), np.random.rand(3), random.random()
+    checkpoint.set_rng_state(checkpoint.load(tmp_path / "c.pth")["rng"], device)
+    again = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
