@@ -25,8 +25,8 @@ def make_loader(data_path, split, backend, batch_size, *, device=None, dtype=tor
     """Return the loader for `split` ("train" or "val") of `data_path` read by `backend`.
 
     `device` defaults to the current CUDA device when there is one, else the CPU. `workers` defaults to the
-    cores this process may run on. `num_classes` and `steps` (steps per epoch) only matter to ``synthetic``
-    without a dataset to take them from.
+    cores this process may run on. `steps` caps the steps per epoch (``synthetic`` runs exactly that many);
+    `num_classes` only matters to ``synthetic`` without a dataset to take the classes from.
     """
     if backend not in BACKENDS:
         raise ValueError(f"pipeline: unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -38,8 +38,8 @@ def make_loader(data_path, split, backend, batch_size, *, device=None, dtype=tor
 
     options = LoaderOptions.build(split=split, batch_size=batch_size, device=device, dtype=dtype,
                                   channels_last=channels_last, crop_size=crop_size, val_size=val_size,
-                                  workers=workers, seed=seed, strict=strict)
+                                  workers=workers, seed=seed, strict=strict, steps=steps)
     module = importlib.import_module(_MODULES[backend])
     if backend == "synthetic":
-        return module.SyntheticLoader(data_path, options, num_classes=num_classes, steps=steps)
+        return module.SyntheticLoader(data_path, options, num_classes=num_classes)
     return module.make(data_path, backend, options)

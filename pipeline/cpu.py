@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline import crops, dataset, sampling
-from pipeline.decode import CorruptImage, crop_resize
+from pipeline.decode import crop_resize
 from pipeline.normalize import ImageNormalizer, normalize
 from pipeline.readers import FolderReader, ShardReader
 
@@ -38,7 +38,7 @@ from pipeline.readers import FolderReader, ShardReader
 _FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 PREFETCH = 2
 HELD = 2
-CORRUPT = (CorruptImage, ValueError, OSError, cv2.error)
+CORRUPT = (ValueError, OSError)  # an undecodable image (CorruptImage), a bad label, a short read, a missing file
 
 
 class CorruptSample(ValueError):
@@ -103,22 +103,14 @@ class _Tasks(torch.utils.data.Sampler):
         self._slots = itertools.cycle(range(slots))
 
     def __len__(self):
-        o = self.options
-        if o.train:
-            return sampling.train_steps(self.samples, o.batch_size, o.world)
-        return len(sampling.val_batches(self.samples, o.batch_size, rank=o.rank, world=o.world))
+        return sampling.steps_per_epoch(self.samples, self.options)
 
     def __iter__(self):
         o = self.options
-        if o.train:
-            batches = sampling.train_batches(self.samples, o.batch_size, rank=o.rank, world=o.world, seed=o.seed,
-                                             epoch=self.epoch)
-            seeds = np.random.default_rng([o.seed, self.epoch, o.rank, 1]).integers(0, 2**63, len(batches))
-        else:
-            batches = sampling.val_batches(self.samples, o.batch_size, rank=o.rank, world=o.world)
-            seeds = [0] * len(batches)
-        for batch, seed in zip(batches, seeds):
-            yield batch, int(seed), next(self._slots)
+        batches = sampling.epoch_batches(self.samples, o, self.epoch)
+        seeds = np.random.default_rng([o.seed, self.epoch, o.rank, 1]).integers(0, 2**63, len(batches))
+        for batch, seed in zip(batches, seeds.tolist()):
+            yield batch, seed, next(self._slots)
 
 
 class BatchBuilder(torch.utils.data.Dataset):
@@ -176,11 +168,13 @@ def _ring(slots, options, *, uint8):
 
 
 def _pin(tensor):
-    """Page-lock shared memory in place, so copies to the GPU run asynchronously straight from the ring."""
+    """Page-lock shared memory in place (as torch.distributed.checkpoint stages), so copies to the GPU run
+    asynchronously straight from the ring."""
     cudart = torch.cuda.cudart()
     nbytes = tensor.numel() * tensor.element_size()
-    if cudart.cudaHostRegister(tensor.data_ptr(), nbytes, 0) != 0:
-        raise RuntimeError("pipeline: cudaHostRegister failed on the batch ring")
+    error = int(cudart.cudaHostRegister(tensor.data_ptr(), nbytes, 1))  # 1: cudaHostRegisterPortable
+    if error:
+        raise RuntimeError(f"pipeline: cudaHostRegister of the {nbytes >> 20} MiB batch ring failed (error {error})")
     weakref.finalize(tensor, cudart.cudaHostUnregister, tensor.data_ptr())
 
 

@@ -26,7 +26,10 @@ from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
 READER = "reader"
 SHUFFLE_BUFFER = 4096
 LABEL_DIGITS = 8
-HW_DECODER_LOAD = 0.65  # share of images sent to the A100/H100 hardware JPEG decoder (DeepLearningExamples)
+# DeepLearningExamples' settings for nvJPEG: the share of images for the A100/H100 hardware decoder, and
+# memory paddings that spare reallocations as image sizes vary.
+MIXED_DECODER = dict(device="mixed", hw_decoder_load=0.65, device_memory_padding=211025920,
+                     host_memory_padding=140544512)
 
 
 class DecodeError(RuntimeError):
@@ -49,11 +52,7 @@ class DaliLoader:
         self._options = options
         self._gpu_decode = gpu_decode
         self._epoch = 0
-        if options.train:
-            self._steps = sampling.train_steps(split.samples, options.batch_size, options.world)
-        else:
-            self._steps = len(sampling.val_batches(split.samples, options.batch_size, rank=options.rank,
-                                                   world=options.world))
+        self._steps = sampling.steps_per_epoch(split.samples, options)
 
     def __len__(self):
         return self._steps
@@ -159,7 +158,7 @@ def _decode_crop_resize(jpegs, options, gpu_decode):
     from nvidia.dali import fn, types
 
     o = options
-    decoder = dict(device="mixed", hw_decoder_load=HW_DECODER_LOAD) if gpu_decode else dict(device="cpu")
+    decoder = MIXED_DECODER if gpu_decode else dict(device="cpu")
     resize_device = "gpu" if gpu_decode else "cpu"
     if o.train:
         images = fn.decoders.image_random_crop(jpegs, output_type=types.RGB, random_area=[0.08, 1.0],

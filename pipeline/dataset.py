@@ -24,14 +24,17 @@ class ShardSplit:
 
     @cached_property
     def table(self):
-        return SampleTable.from_indexes(self.tars, self.indexes)
+        table = SampleTable.from_indexes(self.tars, self.indexes)
+        if len(table) != self.samples:
+            raise SystemExit(f"pipeline: the manifest counts {self.samples} samples but the indexes of "
+                             f"{Path(self.tars[0]).parent} list {len(table)}")
+        return table
 
 
 @dataclass(frozen=True)
 class FolderSplit:
     """`root/<wnid>/<file>` images with labels from a DALI file_list (`<relative path> <label>` lines)."""
     root: Path
-    file_list: Path
     files: list
     labels: np.ndarray
 
@@ -54,15 +57,13 @@ class SampleTable:
 
     @classmethod
     def from_indexes(cls, tars, indexes):
-        rows = []
-        for tar_id, index in enumerate(indexes):
-            rows.extend((tar_id, *_components(line, index)) for line in _index_lines(index))
-        columns = np.array(rows, dtype=np.int64).reshape(-1, 5)
-        tar_id, jpg_offset, jpg_size, cls_offset, cls_size = columns.T
+        parsed = [_parse_index(index) for index in indexes]
+        tar_id = np.concatenate([np.full(len(p[0]), i, np.int32) for i, p in enumerate(parsed)])
+        jpg_offset, jpg_size, cls_offset, cls_size = (np.concatenate(column) for column in zip(*parsed))
         start = np.minimum(jpg_offset, cls_offset)
         end = np.maximum(jpg_offset + jpg_size, cls_offset + cls_size)
-        return cls([str(t) for t in tars], tar_id.astype(np.int32), start, end - start, jpg_offset - start,
-                   jpg_size, cls_offset - start, cls_size)
+        return cls([str(t) for t in tars], tar_id, start, end - start, jpg_offset - start, jpg_size,
+                   cls_offset - start, cls_size)
 
     def __len__(self):
         return len(self.start)
@@ -135,21 +136,27 @@ def _folder_split(root, name):
             raise SystemExit(f"pipeline: {file_list}:{number}: expected '<relative path> <label>', got {line!r}")
         files.append(path)
         labels.append(int(label))
-    return FolderSplit(root / name, file_list, files, np.array(labels, dtype=np.int64))
+    return FolderSplit(root / name, files, np.array(labels, dtype=np.int64))
 
 
-def _index_lines(index):
-    lines = Path(index).read_text().splitlines()
-    header = lines[0].split() if lines else []
-    if len(header) != 2 or header[0] != "v1.2" or int(header[1]) != len(lines) - 1:
-        raise SystemExit(f"pipeline: {index} is not a DALI v1.2 index ({len(lines) - 1} sample lines)")
-    return lines[1:]
-
-
-def _components(line, index):
-    """(jpg offset, jpg size, cls offset, cls size) from one index line of (ext, offset, size, name) groups."""
-    fields = line.split()
-    found = {fields[i]: (int(fields[i + 1]), int(fields[i + 2])) for i in range(0, len(fields) - 3, 4)}
-    if "jpg" not in found or "cls" not in found:
-        raise SystemExit(f"pipeline: {index}: sample without .jpg and .cls: {line!r}")
-    return (*found["jpg"], *found["cls"])
+def _parse_index(index):
+    """(jpg offsets, jpg sizes, cls offsets, cls sizes) of a DALI v1.2 index of .jpg + .cls samples, vectorised:
+    ImageNet's 1.28M lines parse in about a second."""
+    tokens = Path(index).read_text().split()
+    if len(tokens) < 2 or tokens[0] != "v1.2" or not tokens[1].isdigit():
+        raise SystemExit(f"pipeline: {index} is not a DALI v1.2 index")
+    samples, body = int(tokens[1]), tokens[2:]
+    if len(body) != 8 * samples:
+        raise SystemExit(f"pipeline: {index}: expected {samples} samples of one .jpg and one .cls each")
+    ext = np.array([body[0::8], body[4::8]])
+    try:
+        offset = np.array([body[1::8], body[5::8]], dtype=np.int64)
+        size = np.array([body[2::8], body[6::8]], dtype=np.int64)
+    except ValueError:
+        raise SystemExit(f"pipeline: {index}: offsets and sizes must be integers") from None
+    jpg_first = ext[0] == "jpg"
+    if not np.array_equal(ext[1] == "cls", jpg_first) or not np.array_equal(ext[0] == "cls", ~jpg_first):
+        raise SystemExit(f"pipeline: {index}: every sample needs exactly one .jpg and one .cls")
+    jpg, cls = np.where(jpg_first, 0, 1), np.where(jpg_first, 1, 0)
+    samples_at = np.arange(samples)
+    return offset[jpg, samples_at], size[jpg, samples_at], offset[cls, samples_at], size[cls, samples_at]

@@ -2,8 +2,9 @@
 
 When the crop is at least twice the output in both directions, libjpeg-turbo scales in the DCT domain
 (1/2 ... 1/8) so the decoder emits fewer pixels and the resize never shrinks by more than 2x, where
-bilinear sampling still sees every source pixel. JPEGs libjpeg-turbo cannot turn into RGB (CMYK/YCCK) and
-non-JPEG bytes (a PNG named .JPEG in raw ImageNet) go through OpenCV's general decoder.
+bilinear sampling still sees every source pixel. The fast integer IDCT is FFCV's choice too. JPEGs
+libjpeg-turbo cannot turn into RGB (CMYK/YCCK) and non-JPEG bytes (a PNG named .JPEG in raw ImageNet) go
+through OpenCV's general decoder.
 """
 import cv2
 import numpy as np
@@ -43,13 +44,17 @@ def _decode_jpeg(data, height, width, crop_h, crop_w, size):
     else:
         min_height = min_width = 0
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_height, min_width=min_width)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, min_height=min_height,
+                                      min_width=min_width)
     except ValueError as error:
         raise CorruptImage(str(error)) from None
 
 
 def _decode_other(data):
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
         raise CorruptImage("not a decodable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -20,6 +20,7 @@ class LoaderOptions:
     workers: int
     seed: int
     strict: bool
+    steps: int | None
     rank: int
     world: int
 

@@ -27,3 +27,22 @@ def train_batches(samples, batch_size, *, rank, world, seed, epoch):
 def val_batches(samples, batch_size, *, rank, world):
     share = rank_share(samples, rank=rank, world=world)
     return [share[start:start + batch_size] for start in range(0, len(share), batch_size)]
+
+
+def epoch_batches(samples, options, epoch):
+    """This rank's batches (arrays of sample numbers) for `epoch`, at most `options.steps` of them."""
+    o = options
+    if o.train:
+        batches = train_batches(samples, o.batch_size, rank=o.rank, world=o.world, seed=o.seed, epoch=epoch)
+    else:
+        batches = val_batches(samples, o.batch_size, rank=o.rank, world=o.world)
+    return batches[:o.steps]
+
+
+def steps_per_epoch(samples, options):
+    o = options
+    if o.train:
+        steps = train_steps(samples, o.batch_size, o.world)
+    else:
+        steps = -(-len(rank_share(samples, rank=o.rank, world=o.world)) // o.batch_size)
+    return steps if o.steps is None else min(steps, o.steps)

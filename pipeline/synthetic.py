@@ -14,14 +14,14 @@ class SyntheticLoader:
     like the real loaders (val's last batch may be short); `steps` sets the steps per epoch instead.
     """
 
-    def __init__(self, data_path, options, *, num_classes=1000, steps=None):
+    def __init__(self, data_path, options, *, num_classes=1000):
         samples = IMAGENET_SAMPLES[options.split]
         if data_path is not None and dataset.has_manifest(data_path):
             info = dataset.open_dataset(data_path)
             samples, num_classes = info.split(options.split).samples, len(info.classes)
         self.num_classes = num_classes
         self.skipped = 0
-        self._sizes = _batch_sizes(samples, options, steps)
+        self._sizes = _batch_sizes(samples, options)
         generator = torch.Generator().manual_seed(options.seed)
         size = options.crop_size
         pixels = torch.randint(0, 256, (options.batch_size, size, size, 3), dtype=torch.uint8, generator=generator)
@@ -40,10 +40,7 @@ class SyntheticLoader:
             yield self._images[:size], self._labels[:size]
 
 
-def _batch_sizes(samples, options, steps):
-    o = options
-    if steps is not None:
-        return [o.batch_size] * steps
-    if o.train:
-        return [o.batch_size] * sampling.train_steps(samples, o.batch_size, o.world)
-    return [len(batch) for batch in sampling.val_batches(samples, o.batch_size, rank=o.rank, world=o.world)]
+def _batch_sizes(samples, options):
+    if options.steps is not None:
+        return [options.batch_size] * options.steps
+    return [len(batch) for batch in sampling.epoch_batches(samples, options, epoch=0)]

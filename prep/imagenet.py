@@ -5,12 +5,17 @@
 Killed at any moment, the same command continues where it stopped and ends with the same bytes.
 """
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
 import shutil
 import sys
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -57,6 +62,9 @@ def parse_args(argv):
               (not 1 <= args.quality <= 100, "--quality must be in 1..100"),
               (args.max_rejects < 0, "--max-rejects must be at least 0"),
               (args.max_member_bytes < 1, "--max-member-bytes must be at least 1"))
+    checks += ((args.layout != "folders" and importlib.util.find_spec("wds2idx") is None,
+                "the .idx files are written by DALI's wds2idx module: pip install nvidia-dali-cuda130 "
+                "(or use --layout folders)"),)
     for failed, message in checks:
         if failed:
             parser.exit(2, f"prep: {message}\n")
@@ -90,12 +98,17 @@ def main(argv=None):
         fail(error)
     if problems:
         fail("; ".join(problems), code=1)
-
     by_split = {split: [records[job.name] for job in jobs if job.split == split] for split in args.splits}
+    return finish(args, source.kind, classes, found, by_split, expected, started)
+
+
+def finish(args, kind, classes, found, by_split, expected, started):
+    """Counts checked, lists and manifest written, scratch removed, summary printed; the exit status."""
+    out = Path(args.out)
     scan_rejects = [r for split in found.values() for r in split.rejected]
     unsafe = [u for split in found.values() for u in split.unsafe]
-    result = manifest.build(source.kind, args.src, options, classes, by_split, scan_rejects, unsafe)
-    rejects = scan_rejects + [r for record in records.values() for r in record["rejected"]]
+    result = manifest.build(kind, args.src, run_options(args), classes, by_split, scan_rejects, unsafe)
+    rejects = scan_rejects + [r for records in by_split.values() for record in records for r in record["rejected"]]
     problems = report.count_problems(expected, result, rejects)
     if args.layout != "shards":
         folders.write_lists(out, classes, by_split)
@@ -111,8 +124,7 @@ def write_splits(source, classes, args, options):
     Returns ({split: Split}, jobs in shard order, {shard name: record})."""
     labels = {wnid: index for index, wnid in enumerate(classes)}
     found, jobs, records, waiting, rejects = {}, [], {}, [], Rejects(args.max_rejects)
-    with multiprocessing.Pool(args.workers) as pool, tqdm(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
-        source.prefetch(pool)
+    with worker_pool(args.workers) as pool, tqdm(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
         for split in args.splits:
             found[split] = source.split(split)
             rejects.add(found[split].rejected)
@@ -121,21 +133,36 @@ def write_splits(source, classes, args, options):
                 bar.total += len(job.samples)
                 record = finished(options.out, job.name)
                 if record is None:
-                    waiting.append(pool.apply_async(write_shard, (job, options)))
+                    waiting.append(pool.submit(write_shard, job, options))
                 else:
                     records[job.name] = record
                     rejects.add(record["rejected"])
                     bar.update(len(job.samples))
             bar.refresh()
-        for result in waiting:
+        for future in waiting:
             try:
-                record = result.get()
+                record = future.result()
             except OSError as error:
                 fail(error, code=1)
             records[record["name"]] = record
             rejects.add(record["rejected"])
             bar.update(record["samples"] + len(record["rejected"]))
     return found, jobs, records
+
+
+@contextmanager
+def worker_pool(workers):
+    """Processes for the shard tasks. Forking is cheapest but safe only while this process runs no other
+    thread (a test process that loaded torch does), so then a fork server starts them instead."""
+    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+        else "forkserver"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
+        yield pool
+    except BrokenProcessPool:
+        fail("a worker process died (killed, or out of memory?); rerun the same command to resume", code=1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Rejects:

@@ -1,8 +1,8 @@
 """Find the inputs under --src and list every image in them (where its bytes lie, its class) without reading one.
 
 Three layouts: the ILSVRC2012 archives (read in place), an extracted tree, and Kaggle's. `open_source` only
-checks that the needed files are there; the work is lazy and per split, so the train shards can be
-written while the val labels are still being read (loading meta.mat costs half a second of imports).
+checks that the needed files are there; the work is lazy and per split, so the train shards are being
+written while the val split is listed.
 
 The class index is the sorted list of train class WNIDs (the tar or folder names) when train is asked
 for, else the classes the labels name; `check_classes` then demands that the labels agree.
@@ -69,22 +69,7 @@ def _find(root, stem):
     return next((p for p in (root / f"{stem}.tar", root / f"{stem}.tar.gz", root / stem) if p.exists()), None)
 
 
-class _Devkit:
-    """The devkit, read on first use, or in a pool worker started early: scipy's import alone takes half a
-    second, which the train shards can use meanwhile."""
-    devkit_path = None
-    _pending = None
-
-    def prefetch(self, pool):
-        if self.devkit_path is not None and "devkit" not in self.__dict__:
-            self._pending = pool.apply_async(load_devkit, (self.devkit_path,))
-
-    @cached_property
-    def devkit(self):
-        return self._pending.get() if self._pending is not None else load_devkit(self.devkit_path)
-
-
-class Archives(_Devkit):
+class Archives:
     """ILSVRC2012_img_train.tar (a tar of <wnid>.tar), ILSVRC2012_img_val.tar, the devkit; read in place."""
     kind = "archives"
 
@@ -99,6 +84,10 @@ class Archives(_Devkit):
             if archive is None or archive.is_dir():
                 raise SourceError(f"--src {root}: {ARCHIVES[split]}.tar missing (needed for --splits {split})")
             self.archives[split] = archive
+
+    @cached_property
+    def devkit(self):
+        return load_devkit(self.devkit_path)
 
     def classes(self):
         if "train" in self.splits:
@@ -168,7 +157,7 @@ def _devkit_val_label(val_wnids):
     return label_of
 
 
-class Tree(_Devkit):
+class Tree:
     """Already extracted: <base>/train/<wnid>/*.JPEG and <base>/val/ (by class, or flat with labels beside it).
 
     Kaggle's layout is the same tree under ILSVRC/Data/CLS-LOC with its own label files.
@@ -194,6 +183,10 @@ class Tree(_Devkit):
         if "val" in splits and not self._by_class("val") and not (kaggle or self.devkit_path or self.val_map_path):
             raise SourceError(f"--src {root}: val/ holds no <wnid>/ folders, so its labels must come from "
                               f"{DEVKIT}.tar.gz or val_map.txt in {root}; found neither")
+
+    @cached_property
+    def devkit(self):
+        return load_devkit(self.devkit_path)
 
     def classes(self):
         for split in ("train", "val"):

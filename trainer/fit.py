@@ -3,6 +3,7 @@ after each, report. `main(argv)` returns the report dict, so benchmarks can run 
 import json
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,8 @@ def _training(args, ctx, model, steps_per_epoch, saved, amp_dtype):
     """Optimizer, schedule, scaler and the DDP/compiled step model, at the checkpoint's position if resuming."""
     optimizer = build_optimizer(model, args)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.amp == "fp16")
+    if scaler.is_enabled():  # it skips optimizer steps that overflow; the schedule still follows the step count
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
     position = (saved["epoch"], saved["step"]) if saved else (0, 0)
     if args.start_epoch is not None:
         position = (args.start_epoch, 0)
@@ -113,15 +116,7 @@ def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, 
     if stop_reached():
         _say(ctx, f"trainer: already at step {t.global_step} >= --stop-step-num {args.stop_step_num}; nothing to train")
     while t.epoch < args.epochs and not stop_reached():
-        train_loader.set_epoch(t.epoch)
-        if rng:
-            checkpoint.set_rng_state(rng["epoch"], ctx.device)
-        epoch_rng = checkpoint.rng_state(ctx.device)
-        batches = iter(train_loader)
-        for _ in range(t.step):  # resumed mid-epoch: skip the batches this epoch already trained on
-            next(batches)
-        if rng and t.step:
-            checkpoint.set_rng_state(rng["step"], ctx.device)
+        batches, epoch_rng = _epoch_batches(train_loader, t, rng, ctx.device)
         rng = None
         train_epoch(t, batches, meter, log, args.print_freq, args.stop_step_num)
         del batches
@@ -140,9 +135,29 @@ def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, 
         save(checkpoint.rng_state(ctx.device), is_best)
     training_time = time.perf_counter() - started
     log.close()
+    return _train_report(args, ctx, t, meter, best, val_images, eval_steps, train_loader.skipped, training_time)
 
+
+def _epoch_batches(train_loader, t, rng, device):
+    """An iterator over epoch t.epoch positioned at step t.step, and the RNG state the epoch started from.
+
+    Resuming (rng given) restores the generators as they were when the epoch started, so the loader draws the
+    same data order, then as they were at the saved step, so training continues exactly as an unbroken run."""
+    train_loader.set_epoch(t.epoch)
+    if rng:
+        checkpoint.set_rng_state(rng["epoch"], device)
+    epoch_rng = checkpoint.rng_state(device)
+    batches = iter(train_loader)
+    for _ in range(t.step):  # resumed mid-epoch: skip the batches this epoch already trained on
+        next(batches)
+    if rng and t.step:
+        checkpoint.set_rng_state(rng["step"], device)
+    return batches, epoch_rng
+
+
+def _train_report(args, ctx, t, meter, best, val_images, eval_steps, images_skipped, training_time):
     summary = meter.summary()
-    skipped = distributed.sum_over_ranks([getattr(train_loader, "skipped", 0)], ctx.device)[0]
+    images_skipped = distributed.sum_over_ranks([images_skipped], ctx.device)[0]
     return make_report(
         model=args.model, local_rank=ctx.local_rank, batch_size=args.batch_size, epochs=args.epochs,
         training_step_per_epoch=t.steps_per_epoch, eval_step_per_epoch=eval_steps, acc1_best=_round(best[0]),
@@ -152,7 +167,7 @@ def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, 
         world_size=ctx.world_size, global_batch_size=args.batch_size * ctx.world_size, loader=args.loader,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, lr=args.lr,
         lr_schedule=args.lr_schedule, global_step=t.global_step, data_wait_share=_round(summary["data_wait_share"]),
-        images_skipped=int(skipped), counted_images=summary["counted_images"], val_images=val_images,
+        images_skipped=int(images_skipped), counted_images=summary["counted_images"], val_images=val_images,
         train_fps_windows=[[w.step, _round(w.fps)] for w in meter.windows])
 
 

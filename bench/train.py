@@ -1,0 +1,232 @@
+"""`python -m bench train`: the trainer fed by each loader, against the synthetic loader and a bare torch loop.
+
+    python -m bench train [--data-path SHARDS] [--model M] [--batch-size B] [--crop-size C] [--steps N] ...
+
+Every run is the real trainer (trainer.fit.main, in this process) on the same model, batch, resolution and
+precision; only --loader changes. The synthetic loader's device-resident batch is the compute-only ceiling:
+a real loader's train_fps_mean over it says how much the data costs, and the share of step time spent
+blocked in next(loader) says whether the step waited for data. The synthetic run is also timed against a
+bare loop (forward, loss, backward, optimizer step on the same batch, nothing else) to show what the
+trainer itself costs. Runs alternate over --rounds and the best round of each counts (other load on the
+machine only slows a run down).
+
+Defaults: on a CPU resnet18 at 64 px, batch 32, 12 timed steps after 3 skipped (about 2 minutes on 2 cores);
+on a GPU ResNet-50 at 224 px, batch 256, bf16 autocast, channels_last, 50 timed steps after 10 skipped.
+Without --data-path an ImageNet-sized sample big enough for one epoch of the run is made once under
+build/bench/train. Results: a table, bench/results/train-<machine>.json and a PNG beside it.
+"""
+import argparse
+import contextlib
+import io
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import pipeline
+from bench import plot, results
+from trainer.fit import AMP_DTYPES, main as run_trainer
+from trainer.model import build_model
+
+DEFAULT_DATA = Path("build/bench/train")
+CPU_DEFAULTS = dict(model="resnet18", batch_size=32, crop_size=64, steps=12, skip_steps=3, print_freq=3, amp="off",
+                    channels_last=False)
+GPU_DEFAULTS = dict(model="resnet50", batch_size=256, crop_size=224, steps=50, skip_steps=10, print_freq=10,
+                    amp="bf16", channels_last=True)
+OVERHEAD_TARGET = 0.98
+KEEPS_UP = 0.9     # a loader within 10 % of synthetic does not hold the step back
+WAITS = 0.1        # more than 10 % of step time blocked in next(loader) is waiting for data
+
+
+def parse_args(argv):
+    gpu = torch.cuda.is_available()
+    defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
+    p = argparse.ArgumentParser(prog="python -m bench train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-path", type=Path, help=f"prep output dir (default: a sample under {DEFAULT_DATA})")
+    p.add_argument("--loaders", default=",".join(usable_loaders(gpu)),
+                   help="comma-separated real loaders; synthetic always runs (default: those usable here)")
+    p.add_argument("--model", default=defaults["model"])
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    p.add_argument("--crop-size", type=int, default=defaults["crop_size"])
+    p.add_argument("--steps", type=int, default=defaults["steps"], help="timed steps per run")
+    p.add_argument("--skip-steps", type=int, default=defaults["skip_steps"], help="untimed warm-up steps per run")
+    p.add_argument("--print-freq", type=int, default=defaults["print_freq"], help="steps per timing window")
+    p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=defaults["amp"])
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=defaults["channels_last"])
+    p.add_argument("--workers", type=int, help="loader workers (default: the loader's)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each counts (default 3)")
+    args = p.parse_args(argv)
+    args.loaders = [name for name in args.loaders.split(",") if name and name != "synthetic"]
+    unknown = [name for name in args.loaders if name not in pipeline.BACKENDS]
+    if unknown:
+        p.error(f"--loaders: unknown {', '.join(unknown)}; choose from {', '.join(pipeline.BACKENDS)}")
+    for flag in ("batch_size", "crop_size", "steps", "print_freq", "rounds"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be positive")
+    if args.data_path and not (args.data_path / "manifest.json").is_file():
+        p.error(f"--data-path {args.data_path}: no manifest.json (a prep output dir is needed)")
+    args.device = "cuda" if gpu else "cpu"
+    return args
+
+
+def usable_loaders(gpu):
+    try:
+        import nvidia.dali  # noqa: F401  (only asked whether it is installed)
+    except ImportError:
+        return ["cpu"]
+    return ["dali", "dali-cpu", "cpu"] if gpu else ["dali-cpu", "cpu"]
+
+
+def main(argv=None):
+    args = parse_args(argv or [])
+    data_path = args.data_path or make_sample(args.batch_size * (args.steps + args.skip_steps))
+    names = ["synthetic", *args.loaders]
+    trainer_runs = {name: [] for name in names}
+    bare_runs = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_number in range(1, args.rounds + 1):
+            bare_runs.append(bare_loop_fps(args, data_path))
+            print(f"round {round_number}/{args.rounds} {'bare loop':>10}: {bare_runs[-1]:8.1f} img/s", flush=True)
+            for name in names:
+                report = trainer_report(args, data_path, name, Path(scratch) / f"{name}-{round_number}")
+                trainer_runs[name].append(report)
+                print(f"round {round_number}/{args.rounds} {name:>10}: {report['train_fps_mean']:8.1f} img/s, "
+                      f"data wait {report['data_wait_share']:.0%}", flush=True)
+    best = {name: max(reports, key=lambda r: r["train_fps_mean"]) for name, reports in trainer_runs.items()}
+    payload = summarise(args, data_path, best, trainer_runs, bare_runs)
+    print_table(payload)
+    path = results.save("train", payload)
+    image = plot.plot_train(payload, path.with_suffix(".png"), loaders_result(path))
+    print(f"saved {path} and {image}")
+    return 0
+
+
+def trainer_args(args, data_path, loader, out):
+    argv = ["--loader", loader, "--data-path", data_path, "--device", args.device, "--model", args.model,
+            "--batch-size", args.batch_size, "--crop-size", args.crop_size, "--val-size", round(args.crop_size * 8 / 7),
+            "--epochs", 1, "--training_step_per_epoch", args.steps + args.skip_steps, "--eval_step_per_epoch", 1,
+            "--skip_steps", args.skip_steps, "--print-freq", args.print_freq, "--amp", args.amp, "--output-dir", out]
+    argv += ["--channels-last"] if args.channels_last else []
+    argv += ["--workers", args.workers] if args.workers else []
+    return [str(a) for a in argv]
+
+
+def trainer_report(args, data_path, loader, out):
+    """One trainer run, its log kept out of the table's way; the report it returns."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = run_trainer(trainer_args(args, data_path, loader, out))
+    timed = report["training_step_per_epoch"] - args.skip_steps
+    if timed < 1 or report["train_fps_mean"] is None:
+        raise SystemExit(f"bench train: {data_path} gives only {report['training_step_per_epoch']} steps of batch "
+                         f"{args.batch_size}; need {args.steps + args.skip_steps} (a bigger --data-path)")
+    return report
+
+
+def bare_loop_fps(args, data_path):
+    """Forward, loss, backward, optimizer step on the synthetic loader's batch; images/s over args.steps steps."""
+    device = torch.device(args.device)
+    dtype = AMP_DTYPES[args.amp]
+    loader = pipeline.make_loader(data_path, "train", "synthetic", args.batch_size, device=device,
+                                  dtype=dtype or torch.float32, channels_last=args.channels_last,
+                                  crop_size=args.crop_size)
+    images, labels = next(iter(loader))
+    model = build_model(args.model, loader.num_classes, device, args.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1 * args.batch_size / 256, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def step():
+        with torch.autocast(device.type, dtype, enabled=dtype is not None):
+            loss = criterion(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(args.skip_steps):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    _sync(device)
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarise(args, data_path, best, trainer_runs, bare_runs):
+    synthetic = best["synthetic"]["train_fps_mean"]
+    loaders = {}
+    for name, report in best.items():
+        loaders[name] = {key: report[key] for key in ("train_fps_mean", "train_fps_min", "train_fps_max",
+                                                      "data_wait_share", "images_skipped")}
+        loaders[name].update(ratio_to_synthetic=report["train_fps_mean"] / synthetic,
+                             windows=report["train_fps_windows"],
+                             rounds=[r["train_fps_mean"] for r in trainer_runs[name]])
+    bare = max(bare_runs)
+    return {"data_path": str(data_path), "device": best["synthetic"]["device"], "model": args.model,
+            "batch_size": args.batch_size, "crop_size": args.crop_size, "amp": args.amp,
+            "channels_last": args.channels_last, "steps": args.steps, "skip_steps": args.skip_steps,
+            "rounds": args.rounds, "loaders": loaders,
+            "bare_loop": {"images_per_s": bare, "rounds": bare_runs},
+            "trainer_overhead_ratio": synthetic / bare, "overhead_target": OVERHEAD_TARGET,
+            "verdict": verdict(loaders)}
+
+
+def verdict(loaders):
+    """Name the bottleneck for the fastest real loader, from its throughput against synthetic and its data wait."""
+    real = {name: row for name, row in loaders.items() if name != "synthetic"}
+    if not real:
+        return "no real loader ran: only the compute ceiling (synthetic) was measured"
+    name, row = max(real.items(), key=lambda item: item[1]["train_fps_mean"])
+    ratio, wait = row["ratio_to_synthetic"], row["data_wait_share"]
+    facts = f"{name} reaches {ratio:.0%} of the synthetic loader's throughput and waits for data {wait:.0%} of step time"
+    if ratio >= KEEPS_UP:
+        return f"compute-bound: {facts}, so the model, not the data, sets the pace"
+    if wait >= WAITS:
+        return f"data-bound: {facts}; the loader cannot deliver batches as fast as the model consumes them"
+    return (f"data-bound (shared cores): {facts}; batches arrive in time, but decoding takes the cores the model "
+            f"needs")
+
+
+def print_table(payload):
+    print(f"\ntrainer throughput, {payload['model']} at {payload['crop_size']} px, batch {payload['batch_size']}, "
+          f"amp {payload['amp']}, channels_last {payload['channels_last']}, on {payload['device']}; "
+          f"{payload['steps']} timed steps after {payload['skip_steps']} skipped, best of {payload['rounds']} rounds")
+    print(f"{'loader':>10} {'fps mean':>9} {'fps min':>9} {'fps max':>9} {'x synth':>8} {'data wait':>10}")
+    for name, row in payload["loaders"].items():
+        print(f"{name:>10} {row['train_fps_mean']:9.1f} {row['train_fps_min']:9.1f} {row['train_fps_max']:9.1f} "
+              f"{row['ratio_to_synthetic']:8.2f} {row['data_wait_share']:10.1%}")
+    print(f"{'bare loop':>10} {payload['bare_loop']['images_per_s']:9.1f}")
+    print(f"\ntrainer overhead: synthetic trainer / bare loop = {payload['trainer_overhead_ratio']:.3f} "
+          f"(target >= {OVERHEAD_TARGET})")
+    print(f"verdict: {payload['verdict']}")
+
+
+def make_sample(train_images):
+    """An ImageNet-sized prep sample with at least `train_images` train images, made once and reused."""
+    from prep import imagenet, sample
+
+    classes = 10
+    per_class = math.ceil(train_images / classes)
+    out = DEFAULT_DATA / f"{classes}x{per_class}"
+    shards = out / "shards"
+    if not (shards / "manifest.json").is_file():
+        sample.write_sample(out / "src", classes=classes, train_per_class=per_class, val_per_class=4,
+                            size="imagenet", progress=True)
+        if imagenet.main(["--src", str(out / "src"), "--out", str(shards)]):
+            raise SystemExit(f"bench train: prep of the sample in {out / 'src'} failed")
+    return shards
+
+
+def loaders_result(train_result_path):
+    """This machine's `bench loaders` result, if one was saved: the loader-only ceilings for the plot."""
+    path = train_result_path.with_name(train_result_path.name.replace("train-", "loaders-", 1))
+    return json.loads(path.read_text()) if path.is_file() else None
