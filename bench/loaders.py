@@ -5,10 +5,11 @@
 Every backend reads the same prep output: the shards (cpu, dali-cpu, dali), or its DeepLearningExamples
 folder layout (the baseline: torchvision ImageFolder + PIL + RandomResizedCrop + RandomHorizontalFlip +
 ToTensor + Normalize in a DataLoader with the same worker count). Without --data-path an ImageNet-sized
-sample (prep.sample --size imagenet, ~500x375 q90 JPEGs) is made once under build/bench/loaders.
-Each round builds every loader afresh, drops its first batches (worker start-up, pipeline build), then
-times --steps batches, crossing epoch boundaries as a real run would; rounds alternate between backends and
-the median counts. Batches are consumed and dropped: this is the loader alone, on this machine's device.
+sample (prep.sample --size imagenet, ~500x375 q90 JPEGs) big enough to time within one epoch is made once
+under build/bench/data. Each round builds every loader afresh and drops as many batches as its workers can
+have decoded ahead (worker start-up, pipeline build, full queues), then times --steps batches; rounds
+alternate between backends and the median counts. Batches are consumed and dropped on this machine's device
+(the baseline's are copied there too): this is the loader alone.
 Also printed: single-core JPEG decode rates (libjpeg-turbo full size and DCT-scaled, Pillow), to read the
 loader figures against.
 """
@@ -24,24 +25,24 @@ import torch
 
 import pipeline
 from bench import results
+from bench.data import imagenet_sized_shards
 from pipeline import dataset
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, default_workers
+from pipeline.readers import open_reader
 
-DEFAULT_DATA = Path("build/bench/loaders")
 BASELINE = "torchvision"
-WARMUP = 2
 DECODE_SAMPLES = 100
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench loaders", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-path", type=Path, help="prep output dir (default: make a sample under "
-                        f"{DEFAULT_DATA})")
+    parser.add_argument("--data-path", type=Path, help="prep output dir (default: an ImageNet-sized sample "
+                        "under build/bench/data)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=default_workers(), help="workers/threads (default: cores)")
     parser.add_argument("--steps", type=int, default=24, help="timed batches per run (default 24)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median counts (default 3)")
-    parser.add_argument("--backends", default=",".join(available_backends()),
+    parser.add_argument("--backends", default=",".join(pipeline.available_backends()),
                         help="comma-separated, from " + ", ".join(pipeline.BACKENDS) + " (default: those usable here)")
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
@@ -54,19 +55,9 @@ def parse_args(argv):
     return args
 
 
-def available_backends():
-    usable = ["cpu", "synthetic"]
-    try:
-        import nvidia.dali  # noqa: F401
-        usable[1:1] = ["dali", "dali-cpu"] if torch.cuda.is_available() else ["dali-cpu"]
-    except ImportError:
-        pass
-    return usable
-
-
 def main(argv=None):
     args = parse_args(argv or [])
-    data_path = args.data_path or make_sample(DEFAULT_DATA)
+    data_path = args.data_path or imagenet_sized_shards(args.batch_size * (warmup_batches(args.workers) + args.steps))
     images = dataset.open_dataset(data_path).split("train").samples
     with tempfile.TemporaryDirectory() as scratch:
         folders = folder_layout(data_path, Path(scratch))
@@ -76,7 +67,7 @@ def main(argv=None):
                 make = (lambda: baseline_loader(folders, args)) if name == BASELINE else \
                     (lambda name=name: pipeline.make_loader(data_path, "train", name, args.batch_size,
                                                             workers=args.workers))
-                runs[name].append(images_per_second(make, args.steps))
+                runs[name].append(images_per_second(make, warmup_batches(args.workers), args.steps))
                 print(f"round {round_number + 1}/{args.rounds} {name:>12}: {runs[name][-1]:8.0f} img/s", flush=True)
     decode = decode_rates(data_path)
     table = summarise(runs)
@@ -90,11 +81,16 @@ def main(argv=None):
     return 0
 
 
-def images_per_second(make_loader, steps):
-    """Build a loader, drop WARMUP batches, then time `steps` batches across as many epochs as that takes."""
+def warmup_batches(workers):
+    """Batches a loader may have ready before the first is asked for: DataLoader workers prefetch two each."""
+    return 2 * workers + 2
+
+
+def images_per_second(make_loader, warmup, steps):
+    """Build a loader, drop `warmup` batches, then time `steps` batches (across epochs if the data is small)."""
     loader = make_loader()
     batches = _endless(loader)
-    for _ in range(WARMUP):
+    for _ in range(warmup):
         next(batches)
     seen = 0
     start = time.perf_counter()
@@ -125,36 +121,35 @@ def baseline_loader(folders, args):
         transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     train = torchvision.datasets.ImageFolder(str(folders / "train"), transform)
-    return torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                       num_workers=args.workers, persistent_workers=True)
+    cuda = torch.cuda.is_available()
+    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=args.workers, persistent_workers=True, pin_memory=cuda)
+    return CudaBatches(loader) if cuda else loader
+
+
+class CudaBatches:
+    """The baseline's batches delivered to the GPU, as the other backends deliver theirs."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield images.cuda(non_blocking=True), labels.cuda(non_blocking=True)
 
 
 def folder_layout(data_path, scratch):
-    """The prep output's train/ folder layout, or one written from its shards with the webdataset library."""
+    """The prep output's train/ folder layout, or one written into `scratch` from its shards."""
     if (Path(data_path) / "train_list.txt").is_file():
         return Path(data_path)
-    import webdataset as wds
-
     data = dataset.open_dataset(data_path)
-    split = data.split("train")
-    for sample in wds.WebDataset([str(t) for t in split.tars], shardshuffle=False, empty_check=False):
-        wnid = data.classes[int(sample["cls"])]
-        (scratch / "train" / wnid).mkdir(parents=True, exist_ok=True)
-        (scratch / "train" / wnid / f"{sample['__key__']}.JPEG").write_bytes(sample["jpg"])
+    reader = open_reader(data.split("train"))
+    for i in range(len(reader)):
+        jpeg, label = reader.read(i)
+        folder = scratch / "train" / data.classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:08d}.JPEG").write_bytes(jpeg)
     return scratch
-
-
-def make_sample(out):
-    """An ImageNet-sized sample prepped into `out`, made once and reused."""
-    from prep import imagenet, sample
-
-    shards = out / "shards"
-    if not (shards / "manifest.json").is_file():
-        sample.write_sample(out / "src", classes=10, train_per_class=120, val_per_class=10, size="imagenet",
-                            progress=True)
-        if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--layout", "both"]):
-            raise SystemExit(f"bench loaders: prep of the sample in {out / 'src'} failed")
-    return shards
 
 
 def decode_rates(data_path, repeats=3):
@@ -163,10 +158,7 @@ def decode_rates(data_path, repeats=3):
     import simplejpeg
     from PIL import Image
 
-    from pipeline.readers import ShardReader, FolderReader
-
-    split = dataset.open_dataset(data_path).split("train")
-    reader = ShardReader(split) if isinstance(split, dataset.ShardSplit) else FolderReader(split)
+    reader = open_reader(dataset.open_dataset(data_path).split("train"))
     jpegs = [bytes(reader.read(i)[0]) for i in range(min(DECODE_SAMPLES, len(reader)))]
     sizes = [simplejpeg.decode_jpeg_header(data)[:2] for data in jpegs]
 

@@ -1,7 +1,9 @@
 """`python -m bench prep`: time prep.imagenet against the DeepLearningExamples extraction, on one source.
 
 Both read the same synthetic ILSVRC2012 download (ImageNet-sized JPEGs from prep.sample):
-  prep  `python -m prep.imagenet --src SRC --out OUT --workers N` (shards, index, manifest; no re-encode)
+  prep  `python -m prep.imagenet --src SRC --out OUT --workers N --shard-size S` (shards, index, manifest; no
+        re-encode). S defaults to 100: at prep's default of 1,000 a 100 MB source is one train shard, which one
+        worker writes while the other idles, where real ImageNet's 1,282 train shards keep every worker busy.
   DLE   the DeepLearningExamples README: `tar -x` the train tar into train/, each class tar into
         train/<wnid>/ (removing the class tar), then the val tar into val/ (no valprep.sh: the baseline does less).
 The source has few classes because real ImageNet has about one class tar per 140 MB; ten in 100 MB would
@@ -75,8 +77,9 @@ def run_timed(method, command, cwd=None):
     return seconds
 
 
-def prep_command(src, out, workers):
-    return [sys.executable, "-m", "prep.imagenet", "--src", str(src), "--out", str(out), "--workers", str(workers)]
+def prep_command(src, out, workers, shard_size):
+    return [sys.executable, "-m", "prep.imagenet", "--src", str(src), "--out", str(out), "--workers", str(workers),
+            "--shard-size", str(shard_size)]
 
 
 def check_prep_output(out, images):
@@ -91,7 +94,7 @@ def dle_command(src):
     return ["bash", "-c", DLE_SCRIPT, "dle-extract", str(Path(src).resolve())]
 
 
-def measure(src, images, work, workers=2, rounds=5):
+def measure(src, images, work, workers=2, rounds=5, shard_size=100):
     """Time both methods on `src` in alternating rounds (fresh output dir each run); return the summary."""
     warm_page_cache(src)
     runs = {"prep": [], "dle": []}
@@ -99,7 +102,7 @@ def measure(src, images, work, workers=2, rounds=5):
         for method in runs:
             out = Path(work) / f"{method}-{round_}"
             if method == "prep":
-                runs[method].append(run_timed(method, prep_command(src, out, workers)))
+                runs[method].append(run_timed(method, prep_command(src, out, workers, shard_size)))
                 check_prep_output(out, images)
             else:
                 out.mkdir(parents=True)
@@ -109,6 +112,7 @@ def measure(src, images, work, workers=2, rounds=5):
     return {
         "images": images,
         "workers": workers,
+        "shard_size": shard_size,
         "rounds": rounds,
         "statistic": "median of alternating rounds after one warm-up read of the archives",
         "prep_s": median["prep"], "dle_s": median["dle"],
@@ -119,9 +123,10 @@ def measure(src, images, work, workers=2, rounds=5):
 
 
 def report(summary):
-    for method, label in (("prep", f"prep.imagenet --workers {summary['workers']}"), ("dle", "DLE tar -x")):
+    prep = f"prep.imagenet --workers {summary['workers']} --shard-size {summary['shard_size']}"
+    for method, label in (("prep", prep), ("dle", "DLE tar -x")):
         runs = " ".join(f"{s:.2f}" for s in summary[f"{method}_runs_s"])
-        print(f"  {label:<28} median {summary[f'{method}_s']:6.2f} s  "
+        print(f"  {label:<44} median {summary[f'{method}_s']:6.2f} s  "
               f"{summary[f'{method}_images_per_s']:7.0f} img/s  (runs {runs})")
     print(f"  ratio prep/DLE = {summary['ratio_prep_over_dle']:.2f} (target <= 1.0)", flush=True)
 
@@ -131,12 +136,13 @@ def parse_args(argv):
     parser.add_argument("--size-mb", type=float, default=100, help="source size to generate (default 100 MB)")
     parser.add_argument("--classes", type=int, default=2, help="classes in the source (default 2; see above)")
     parser.add_argument("--workers", type=int, default=2, help="prep.imagenet --workers")
+    parser.add_argument("--shard-size", type=int, default=100, help="prep.imagenet --shard-size (default 100)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed runs of each method")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="scratch space (default build/bench/prep)")
     parser.add_argument("--keep", type=Path, help="write the source here and keep it; reused if already there")
     args = parser.parse_args(argv)
-    if args.size_mb <= 0 or args.classes < 1 or args.workers < 1 or args.rounds < 1:
-        parser.error("--size-mb, --classes, --workers and --rounds must be positive")
+    if args.size_mb <= 0 or min(args.classes, args.workers, args.shard_size, args.rounds) < 1:
+        parser.error("--size-mb, --classes, --workers, --shard-size and --rounds must be positive")
     return args
 
 
@@ -178,7 +184,8 @@ def main(argv=None):
         made = f"generated in {src['generate_s']:.1f} s" if src["generate_s"] else "reused"
         print(f"bench prep: source {src['bytes'] / 1e6:.1f} MB, {src['images']} images in {src['classes']} classes, "
               f"{made} ({src['path']})")
-        summary = measure(src["path"], src["images"], Path(scratch) / "work", args.workers, args.rounds)
+        summary = measure(src["path"], src["images"], Path(scratch) / "work", args.workers, args.rounds,
+                          args.shard_size)
     finally:
         shutil.rmtree(scratch)
     report(summary)

@@ -14,13 +14,12 @@ the trainer overhead is the median of those paired ratios, so drifts in machine 
 Defaults: on a CPU resnet18 at 64 px, batch 32, 12 timed steps after 3 skipped (about 2 minutes on 2 cores);
 on a GPU ResNet-50 at 224 px, batch 256, bf16 autocast, channels_last, 50 timed steps after 10 skipped.
 Without --data-path an ImageNet-sized sample big enough for one epoch of the run is made once under
-build/bench/train. Results: a table, bench/results/train-<machine>.json and a PNG beside it.
+build/bench/data. Results: a table, bench/results/train-<machine>.json and a PNG beside it.
 """
 import argparse
 import contextlib
 import io
 import json
-import math
 import statistics
 import tempfile
 import time
@@ -30,10 +29,10 @@ import torch
 
 import pipeline
 from bench import plot, results
+from bench.data import imagenet_sized_shards
 from trainer.fit import AMP_DTYPES, main as run_trainer
 from trainer.model import build_model
 
-DEFAULT_DATA = Path("build/bench/train")
 CPU_DEFAULTS = dict(model="resnet18", batch_size=32, crop_size=64, steps=12, skip_steps=3, print_freq=3, amp="off",
                     channels_last=False)
 GPU_DEFAULTS = dict(model="resnet50", batch_size=256, crop_size=224, steps=50, skip_steps=10, print_freq=10,
@@ -47,8 +46,8 @@ def parse_args(argv):
     gpu = torch.cuda.is_available()
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
     p = argparse.ArgumentParser(prog="python -m bench train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-path", type=Path, help=f"prep output dir (default: a sample under {DEFAULT_DATA})")
-    p.add_argument("--loaders", default=",".join(usable_loaders(gpu)),
+    p.add_argument("--data-path", type=Path, help="prep output dir (default: an ImageNet-sized sample under build/bench/data)")
+    p.add_argument("--loaders", default=",".join(b for b in pipeline.available_backends(gpu) if b != "synthetic"),
                    help="comma-separated real loaders; synthetic always runs (default: those usable here)")
     p.add_argument("--model", default=defaults["model"])
     p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
@@ -74,17 +73,9 @@ def parse_args(argv):
     return args
 
 
-def usable_loaders(gpu):
-    try:
-        import nvidia.dali  # noqa: F401  (only asked whether it is installed)
-    except ImportError:
-        return ["cpu"]
-    return ["dali", "dali-cpu", "cpu"] if gpu else ["dali-cpu", "cpu"]
-
-
 def main(argv=None):
     args = parse_args(argv or [])
-    data_path = args.data_path or make_sample(args.batch_size * (args.steps + args.skip_steps))
+    data_path = args.data_path or imagenet_sized_shards(args.batch_size * (args.steps + args.skip_steps))
     names = ["synthetic", *args.loaders]
     trainer_runs = {name: [] for name in names}
     bare_runs = []
@@ -131,6 +122,7 @@ def bare_loop_fps(args, data_path):
     """Forward, loss, backward, optimizer step on the synthetic loader's batch; images/s over args.steps steps."""
     device = torch.device(args.device)
     dtype = AMP_DTYPES[args.amp]
+    torch.backends.cudnn.benchmark = True  # as the trainer sets it, whichever runs first
     loader = pipeline.make_loader(data_path, "train", "synthetic", args.batch_size, device=device,
                                   dtype=dtype or torch.float32, channels_last=args.channels_last,
                                   crop_size=args.crop_size)
@@ -212,22 +204,6 @@ def print_table(payload):
     print(f"\ntrainer overhead: synthetic trainer / bare loop = {payload['trainer_overhead_ratio']:.3f}, median of "
           f"the rounds' paired runs ({rounds}; target >= {OVERHEAD_TARGET})")
     print(f"verdict: {payload['verdict']}")
-
-
-def make_sample(train_images):
-    """An ImageNet-sized prep sample with at least `train_images` train images, made once and reused."""
-    from prep import imagenet, sample
-
-    classes = 10
-    per_class = math.ceil(train_images / classes)
-    out = DEFAULT_DATA / f"{classes}x{per_class}"
-    shards = out / "shards"
-    if not (shards / "manifest.json").is_file():
-        sample.write_sample(out / "src", classes=classes, train_per_class=per_class, val_per_class=4,
-                            size="imagenet", progress=True)
-        if imagenet.main(["--src", str(out / "src"), "--out", str(shards)]):
-            raise SystemExit(f"bench train: prep of the sample in {out / 'src'} failed")
-    return shards
 
 
 def loaders_result(train_result_path):

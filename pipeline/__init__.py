@@ -11,6 +11,7 @@ libjpeg-turbo + OpenCV, whole batches per task) and ``synthetic`` (device-reside
 DALI and the GPU are imported lazily, so the other backends work where they are missing.
 """
 import importlib
+import importlib.util
 
 import torch
 
@@ -18,6 +19,16 @@ BACKENDS = ("dali", "dali-cpu", "cpu", "synthetic")
 SPLITS = ("train", "val")
 _MODULES = {"dali": "pipeline.dali", "dali-cpu": "pipeline.dali", "cpu": "pipeline.cpu",
             "synthetic": "pipeline.synthetic"}
+
+
+def available_backends(cuda=None):
+    """The backends that can run here: `dali` needs DALI and a GPU, `dali-cpu` DALI (looked up, not imported)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    try:
+        dali = importlib.util.find_spec("nvidia.dali") is not None
+    except ModuleNotFoundError:  # no `nvidia` namespace package at all
+        dali = False
+    return tuple(b for b in BACKENDS if b == "cpu" or b == "synthetic" or dali and (b == "dali-cpu" or cuda))
 
 
 def make_loader(data_path, split, backend, batch_size, *, device=None, dtype=torch.float32, channels_last=False,

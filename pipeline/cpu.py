@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from pipeline import crops, dataset, sampling
 from pipeline.decode import crop_resize
 from pipeline.normalize import ImageNormalizer, normalize
-from pipeline.readers import FolderReader, ShardReader
+from pipeline.readers import open_reader
 
 # Workers start in milliseconds and share the sample table copy-on-write, even in a process that was itself
 # spawned (whose default start method is then spawn); workers never touch CUDA, so a fork stays safe.
@@ -48,8 +48,7 @@ class CorruptSample(ValueError):
 def make(data_path, backend, options):
     data = dataset.open_dataset(data_path)
     split = data.split(options.split)
-    reader = ShardReader(split) if isinstance(split, dataset.ShardSplit) else FolderReader(split)
-    return CpuLoader(reader, options, num_classes=len(data.classes))
+    return CpuLoader(open_reader(split), options, num_classes=len(data.classes))
 
 
 class CpuLoader:
@@ -158,13 +157,13 @@ def _ring(slots, options, *, uint8):
     """`slots` batch buffers in shared memory: uint8 NHWC (pinned) for a GPU, else normalised NCHW views."""
     size, batch = options.crop_size, options.batch_size
     if uint8:
-        ring = torch.zeros((slots, batch, size, size, 3), dtype=torch.uint8).share_memory_()
+        ring = torch.empty((slots, batch, size, size, 3), dtype=torch.uint8).share_memory_()
         _pin(ring)
         return ring
     if options.channels_last:
-        storage = torch.zeros((slots, batch, size, size, 3), dtype=options.dtype).share_memory_()
+        storage = torch.empty((slots, batch, size, size, 3), dtype=options.dtype).share_memory_()
         return storage.permute(0, 1, 4, 2, 3)
-    return torch.zeros((slots, batch, 3, size, size), dtype=options.dtype).share_memory_()
+    return torch.empty((slots, batch, 3, size, size), dtype=options.dtype).share_memory_()
 
 
 def _pin(tensor):
@@ -188,24 +187,30 @@ def _gpu_prefetch(batches, options):
     """Copy each uint8 batch to the GPU and normalise it on a side stream while the previous one is consumed.
 
     Before a further batch is taken from the workers (which may reuse the slot of the batch two back), the
-    copy out of that slot must be finished.
+    copy out of that slot must be finished; so must every copy when the pass ends or is abandoned, before the
+    next pass sends the workers to the ring.
     """
     stream = torch.cuda.Stream(options.device)
     copies, pending = [], None
-    for pixels, labels in batches:
-        with torch.cuda.stream(stream):
-            images = normalize(pixels.to(options.device, non_blocking=True), options.dtype, options.channels_last)
-            labels = labels.to(options.device, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(stream)
-        copies.append(done)
+    try:
+        for pixels, labels in batches:
+            with torch.cuda.stream(stream):
+                images = normalize(pixels.to(options.device, non_blocking=True), options.dtype,
+                                   options.channels_last)
+                labels = labels.to(options.device, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(stream)
+            copies.append(done)
+            if pending is not None:
+                yield _handover(*pending)
+            pending = (images, labels, done)
+            if len(copies) == HELD:
+                copies.pop(0).synchronize()
         if pending is not None:
             yield _handover(*pending)
-        pending = (images, labels, done)
-        if len(copies) == HELD:
-            copies.pop(0).synchronize()
-    if pending is not None:
-        yield _handover(*pending)
+    finally:
+        for done in copies:
+            done.synchronize()
 
 
 def _handover(images, labels, done):

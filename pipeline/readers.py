@@ -7,6 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.dataset import ShardSplit
+
+
+def open_reader(split):
+    """The reader of a dataset.ShardSplit or dataset.FolderSplit."""
+    return ShardReader(split) if isinstance(split, ShardSplit) else FolderReader(split)
+
 
 class ShardReader:
     def __init__(self, split):

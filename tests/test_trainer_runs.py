@@ -2,6 +2,7 @@
 resume, exact validation counts, learning. Tiny settings (resnet18 at 32 px, one thread per process) keep them
 quick; all but the DDP run go through trainer.fit.main in this process to save the interpreter start-ups."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -93,6 +94,21 @@ def test_resume_after_a_stop_ends_where_an_unbroken_run_ends(sample_shards, unbr
     final = torch.load(out / "checkpoint.pth", weights_only=True)["model"]
     expected = torch.load(unbroken / "checkpoint.pth", weights_only=True)["model"]
     assert all(torch.equal(final[name], expected[name]) for name in expected)  # same batches, same RNG, same steps
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_channels_last_run_stops_and_resumes(sample_shards, tmp_path, amp):
+    out = tmp_path / amp
+    args = [*TINY, "--data-path", sample_shards, "--output-dir", out, "--amp", amp, "--channels-last",
+            "--batch-size", 16, "--epochs", 1, "--training_step_per_epoch", 3, "--eval_step_per_epoch", 1,
+            "--print-freq", 1, "--skip_steps", 0]
+    train(*args, "--stop-step-num", 2)
+    stopped = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert bool(stopped["scaler"]) == (amp == "fp16"), "GradScaler state is saved exactly when fp16 uses one"
+    train(*args, "--resume", out / "checkpoint.pth")
+    r = report(out)
+    assert (r["global_step"], r["amp"], r["channels_last"], r["val_images"]) == (3, amp, True, 16)
+    assert all(math.isfinite(record["loss"]) for record in log_records(out, "train"))
 
 
 def test_evaluation_counts_exactly_the_validation_set(sample_shards, unbroken, tmp_path):

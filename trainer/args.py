@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
+import pipeline
 from trainer.model import classification_models
 
-LOADERS = ("dali", "dali-cpu", "cpu", "synthetic")
 SCHEDULES = ("step", "cosine", "linear")
 AMP = ("off", "fp16", "bf16")
 
@@ -38,7 +38,7 @@ def build_parser():
     run.add_argument("--print-freq", "--print_freq", "-p", type=int, default=10, help="steps per log line")
     run.add_argument("--skip_steps", "--skip-steps", type=int, default=10,
                      help="first steps of each epoch left out of the FPS (default: 10)")
-    run.add_argument("--loader", choices=LOADERS, help="default: dali on a GPU with DALI, else cpu")
+    run.add_argument("--loader", choices=pipeline.BACKENDS, help="default: dali on a GPU with DALI, else cpu")
     run.add_argument("--crop-size", "--crop_size", type=int, default=224)
     run.add_argument("--val-size", "--val_size", type=int, default=256, help="validation resize before the centre crop")
 
@@ -128,13 +128,8 @@ def _device(name):
 def _default_loader(args):
     if not args.data_path:
         return "synthetic"
-    if args.device.startswith("cuda"):
-        try:
-            import nvidia.dali  # noqa: F401  (only asked whether it is installed)
-            return "dali"
-        except ImportError:
-            pass
-    return "cpu"
+    cuda = args.device.startswith("cuda")
+    return "dali" if "dali" in pipeline.available_backends(cuda) else "cpu"
 
 
 def _checkpoint_file(path):

@@ -51,11 +51,11 @@ def fit(args, ctx):
     if saved:
         model.load_state_dict(saved["model"])
     eval_model = torch.compile(model) if args.compile else model
-    eval_steps = _steps(args.eval_step_per_epoch, val_loader)
+    eval_steps = len(val_loader)  # the loaders are capped by the step flags already
     if args.evaluate:
         report = _evaluate_only(args, ctx, eval_model, val_loader, eval_steps, amp_dtype)
     else:
-        t = _training(args, ctx, model, _steps(args.training_step_per_epoch, train_loader), saved, amp_dtype)
+        t = _training(args, ctx, model, len(train_loader), saved, amp_dtype)
         report = _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, saved)
     if ctx.main:
         write_report(out, report)
@@ -96,7 +96,7 @@ def _training(args, ctx, model, steps_per_epoch, saved, amp_dtype):
 
 def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, saved):
     meter = ThroughputMeter(Clock(ctx.device), args.batch_size * ctx.world_size, args.skip_steps)
-    log = RunLog(out, ctx.main)
+    log = RunLog(out, ctx.main, append=saved is not None)
     best = (saved["acc1_best"], saved["acc5_best"]) if saved else (None, None)
     rng = saved["rng"][ctx.rank] if saved and len(saved["rng"]) == ctx.world_size else None
     val_images = None
@@ -127,7 +127,7 @@ def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, 
             break
         is_best = False
         if (t.epoch + 1) % args.eval_freq == 0 or t.epoch + 1 == args.epochs:
-            acc1, acc5, val_images = evaluate(eval_model, val_loader, eval_steps, ctx.device, t.amp_dtype)
+            acc1, acc5, val_images = evaluate(eval_model, val_loader, ctx.device, t.amp_dtype)
             log.eval(t.epoch, t.global_step, acc1, acc5, val_images)
             is_best = acc1 is not None and (best[0] is None or acc1 > best[0])
             best = (acc1, acc5) if is_best else best
@@ -175,7 +175,7 @@ def _evaluate_only(args, ctx, eval_model, val_loader, eval_steps, amp_dtype):
     if not args.resume:
         _say(ctx, "trainer: --evaluate without --resume evaluates randomly initialised weights")
     started = time.perf_counter()
-    acc1, acc5, images = evaluate(eval_model, val_loader, eval_steps, ctx.device, amp_dtype)
+    acc1, acc5, images = evaluate(eval_model, val_loader, ctx.device, amp_dtype)
     return make_report(
         model=args.model, local_rank=ctx.local_rank, batch_size=args.batch_size, epochs=0, training_step_per_epoch=0,
         eval_step_per_epoch=eval_steps, acc1_best=_round(acc1), acc5_best=_round(acc5), device=str(ctx.device),
@@ -217,12 +217,8 @@ def _load_checkpoint(args, ctx):
     return saved
 
 
-def _steps(requested, loader):
-    """-1 means the loader's whole epoch; more than the loader has is capped to it."""
-    return len(loader) if requested == -1 else min(requested, len(loader))
-
-
 def _positive(steps):
+    """-1 (the whole epoch) means no cap; more steps than an epoch has are capped by the loader."""
     return steps if steps > 0 else None
 
 

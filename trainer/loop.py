@@ -65,15 +65,13 @@ def train_epoch(t, batches, meter, log, print_freq, stop_at=None):
 
 
 @torch.no_grad()
-def evaluate(model, loader, max_steps, device, amp_dtype):
+def evaluate(model, loader, device, amp_dtype):
     """Top-1/top-5 in percent over every image this pass sees on all ranks, and that image count."""
     model.eval()
     top1 = torch.zeros((), dtype=torch.int64, device=device)
     top5 = torch.zeros((), dtype=torch.int64, device=device)
     images_seen = 0
-    for step, (images, labels) in enumerate(loader):
-        if step == max_steps:
-            break
+    for images, labels in loader:
         with autocast(device, amp_dtype):
             output = model(images)
         best = output.topk(min(5, output.shape[1]), dim=1).indices

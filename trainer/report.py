@@ -24,10 +24,11 @@ def write_report(output_dir, report):
 
 
 class RunLog:
-    def __init__(self, output_dir, enabled):
+    def __init__(self, output_dir, enabled, append):
+        """`append` for a resumed run, which goes on with the log of the run it resumes."""
         self.enabled = enabled
         if enabled:
-            self.jsonl = open(Path(output_dir) / "log.jsonl", "a")
+            self.jsonl = open(Path(output_dir) / "log.jsonl", "a" if append else "w")
             self.tensorboard = _summary_writer(Path(output_dir) / "tensorboard")
 
     def train(self, epoch, step, steps, global_step, loss, lr, window):
