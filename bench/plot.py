@@ -1,4 +1,6 @@
 """PNG plots of benchmark results (matplotlib, Agg backend: no display needed)."""
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -29,8 +31,10 @@ def plot_train(result, path, loaders_result=None):
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    part = path.with_name(path.name + ".part")
+    fig.savefig(part, dpi=110, format="png")
     plt.close(fig)
+    os.replace(part, path)
     return path
 
 

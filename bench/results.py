@@ -43,10 +43,14 @@ def save(suite, payload, out_dir=RESULTS_DIR):
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{suite}-{device_tag(info)}.json"
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"suite": suite, "machine": info, **payload}, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"suite": suite, "machine": info, **payload}, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return path
 
 

@@ -41,6 +41,10 @@ class SyntheticLoader:
 
 
 def _batch_sizes(samples, options):
-    if options.steps is not None:
-        return [options.batch_size] * options.steps
-    return [len(batch) for batch in sampling.epoch_batches(samples, options, epoch=0)]
+    o = options
+    if o.steps is not None:
+        return [o.batch_size] * o.steps
+    if o.train:
+        return [o.batch_size] * sampling.train_steps(samples, o.batch_size, o.world)
+    share = len(sampling.rank_share(samples, rank=o.rank, world=o.world))
+    return [min(o.batch_size, share - start) for start in range(0, share, o.batch_size)]

@@ -12,7 +12,6 @@ from prep.tario import WNID, ArchiveError, read_member
 
 META = "data/meta.mat"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
-CAP = 64 << 20
 
 
 class LabelError(Exception):
@@ -21,27 +20,44 @@ class LabelError(Exception):
 
 @dataclass
 class Devkit:
-    classes: list        # leaf WNIDs, sorted
     train_counts: dict   # WNID -> num_train_images
-    val_wnids: list      # WNID of ILSVRC2012_val_{i+1:08d}
+    val_labels: dict     # val key ILSVRC2012_val_%08d -> WNID
+
+    @property
+    def classes(self):
+        """The leaf WNIDs, sorted."""
+        return sorted(self.train_counts)
 
 
-def load_devkit(path):
-    """Read a devkit .tar.gz / .tar or an extracted ILSVRC2012_devkit_t12 directory."""
+def load_devkit(path, cap):
+    """Read a devkit .tar.gz / .tar or an extracted ILSVRC2012_devkit_t12 directory; no file may exceed `cap` bytes."""
     path = Path(path)
-    if path.is_dir():
-        meta, truth = ((path / name).read_bytes() for name in (META, GROUND_TRUTH))
-    else:
-        try:
-            meta, truth = (read_member(path, name, path.name, CAP) for name in (META, GROUND_TRUTH))
-        except ArchiveError as error:
-            raise LabelError(str(error)) from None
+    read = _read_extracted if path.is_dir() else _read_archived
+    meta, truth = (read(path, name, cap) for name in (META, GROUND_TRUTH))
     wnid_of_id, train_counts = leaf_synsets(meta, path.name)
     try:
         val_wnids = [wnid_of_id[int(line)] for line in truth.split()]
     except (ValueError, KeyError) as error:
         raise LabelError(f"{path.name}: {GROUND_TRUTH} names no leaf class ILSVRC2012_ID {error}") from None
-    return Devkit(sorted(train_counts), train_counts, val_wnids)
+    # line i of the ground truth labels val image i
+    return Devkit(train_counts, {f"ILSVRC2012_val_{i:08d}": wnid for i, wnid in enumerate(val_wnids, 1)})
+
+
+def _read_archived(path, name, cap):
+    try:
+        return read_member(path, name, path.name, cap)
+    except ArchiveError as error:
+        raise LabelError(str(error)) from None
+
+
+def _read_extracted(path, name, cap):
+    file = path / name
+    try:
+        if file.stat().st_size > cap:
+            raise LabelError(f"{file} is larger than {cap} bytes")
+        return file.read_bytes()
+    except OSError as error:
+        raise LabelError(f"{file}: unreadable ({error.strerror or error})") from None
 
 
 def leaf_synsets(meta, label):
@@ -80,7 +96,7 @@ def kaggle_val(path):
     try:
         with open(path, newline="") as f:
             rows = {row["ImageId"]: row["PredictionString"].split()[0] for row in csv.DictReader(f)}
-    except (KeyError, IndexError, csv.Error, UnicodeDecodeError) as error:
+    except (KeyError, IndexError, AttributeError, csv.Error, UnicodeDecodeError) as error:  # a short row gives None
         raise LabelError(f"{path}: expected columns ImageId,PredictionString ({error})") from None
     _check_wnids(path, rows.values())
     return rows

@@ -2,8 +2,9 @@
 
 The images themselves (train/<wnid>/<key>.JPEG, val/<wnid>/<key>.JPEG) are written by the shard tasks.
 """
-import os
 from pathlib import Path
+
+from prep.atomic import write_atomically
 
 VALPREP_HEAD = """#!/bin/sh
 # Sorts a flat ILSVRC2012 val/ folder (ILSVRC2012_val_*.JPEG) into val/<wnid>/ folders: run it inside val/.
@@ -21,18 +22,11 @@ def write_lists(out, classes, records):
     """`records` maps split -> shard records; each record's `kept` lists [key, label]."""
     for split, split_records in records.items():
         kept = sorted((classes[label], key, label) for r in split_records for key, label in r["kept"])
-        _write(out, f"{split}_list.txt", "".join(f"{wnid}/{key}.JPEG {label}\n" for wnid, key, label in kept))
+        listing = "".join(f"{wnid}/{key}.JPEG {label}\n" for wnid, key, label in kept)
+        write_atomically(Path(out, f"{split}_list.txt"), listing)
         if split == "val":
             by_key = sorted((key, wnid) for wnid, key, _ in kept)
-            _write(out, "val_map.txt", "".join(f"{key}.JPEG {wnid}\n" for key, wnid in by_key))
+            write_atomically(Path(out, "val_map.txt"), "".join(f"{key}.JPEG {wnid}\n" for key, wnid in by_key))
             script = VALPREP_HEAD + "".join(f"mkdir -p {wnid}\n" for wnid in sorted({w for _, w in by_key}))
             script += "".join(f"mv {key}.JPEG {wnid}/\n" for key, wnid in by_key)
-            _write(out, "valprep.sh", script, mode=0o755)
-
-
-def _write(out, name, text, mode=0o644):
-    path = Path(out, name)
-    part = path.with_name(f"{name}.part")
-    part.write_text(text)
-    os.chmod(part, mode)
-    os.replace(part, path)
+            write_atomically(Path(out, "valprep.sh"), script, mode=0o755)

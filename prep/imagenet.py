@@ -21,12 +21,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prep import folders, manifest, report
+from prep.atomic import write_atomically
 from prep.devkit import LabelError
+from prep.manifest import SPLITS
 from prep.shards import SCRATCH, Options, finished, plan, write_shard
-from prep.sources import SourceError, check_classes, open_source
+from prep.sources import SourceError, label_mismatch, open_source, stray_sample
 from prep.tario import ArchiveError
 
-SPLITS = ("train", "val")
+# tqdm's monitor thread would make forking the workers unsafe (see worker_pool); the bars need no watchdog.
+tqdm.monitor_interval = 0
+
 LAYOUTS = ("shards", "folders", "both")
 INPUT_ERRORS = (SourceError, LabelError, ArchiveError)
 RUN_FILE = "run.json"  # in <out>/.prep: what the unfinished run was asked, so a resume cannot mix options
@@ -53,9 +57,10 @@ def parse_args(argv):
     parser.add_argument("--max-member-bytes", type=int, default=64 << 20,
                         help="refuse archive members larger than this (default 64 MiB)")
     args = parser.parse_args(argv)
-    args.splits = [s for s in args.splits.split(",") if s]
-    bad = [s for s in args.splits if s not in SPLITS] or ([] if args.splits else ["(none)"])
-    checks = ((bad, f"--splits: unknown {','.join(bad)}; choose from {','.join(SPLITS)}"),
+    args.splits = args.splits.split(",")
+    unknown = [split or "(empty)" for split in args.splits if split not in SPLITS]
+    checks = ((unknown, f"--splits: unknown {','.join(unknown)}; choose from {','.join(SPLITS)}"),
+              (len(set(args.splits)) < len(args.splits), f"--splits: {','.join(args.splits)} names a split twice"),
               (args.shard_size < 1, "--shard-size must be at least 1"),
               (args.workers < 1, "--workers must be at least 1"),
               (args.max_side is not None and args.max_side < 16, "--max-side must be at least 16"),
@@ -74,48 +79,66 @@ def parse_args(argv):
 def run_options(args):
     """What the output depends on; stored in the manifest and compared on resume."""
     return {"shard_size": args.shard_size, "seed": args.seed, "splits": args.splits, "layout": args.layout,
-            "max_side": args.max_side, "quality": args.quality, "full_decode": args.full_decode}
+            "max_side": args.max_side, "quality": args.quality, "full_decode": args.full_decode,
+            "max_member_bytes": args.max_member_bytes}
 
 
 def main(argv=None):
+    """Runs the command; a refused run or bad input prints one line, after every progress bar has closed."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except Refused as refused:
+        message, code = refused, refused.code
+    except INPUT_ERRORS as error:
+        message, code = error, 2
+    except OSError as error:  # an --out that cannot be written, an input that cannot be read, a full disk
+        message, code = f"{error.filename or args.out}: {error.strerror or error}", 1
+    print(f"prep: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run(args):
     started = time.perf_counter()
-    out, options = Path(args.out), run_options(args)
-    asked = {"src": str(args.src), "options": options, "max_member_bytes": args.max_member_bytes}
+    out = Path(args.out)
+    asked = {"src": str(args.src), "options": run_options(args)}
     if not check_out(out, asked):
         return 0
-    try:
-        source = open_source(args.src, args.splits, out / SCRATCH, args.max_member_bytes)
-        classes = source.classes()
-        record_run(out, asked)
-        if args.layout != "shards":
-            folders.make_dirs(out, args.splits, classes)
-        writer = Options(str(out), args.layout, args.max_side, args.quality, args.full_decode)
-        found, jobs, records = write_splits(source, classes, args, writer)
-        problems = check_classes(classes, source, found)
-        expected = {split: source.expected(split) for split in args.splits}
-    except INPUT_ERRORS as error:
-        fail(error)
-    if problems:
-        fail("; ".join(problems), code=1)
+    source = open_source(args.src, args.splits, out / SCRATCH, args.max_member_bytes)
+    record_run(out, asked)  # before anything lands in scratch, so what is there always belongs to `asked`
+    classes = source.classes()
+    mismatch = label_mismatch(classes, source)
+    if mismatch:
+        fail(mismatch, code=1)
+    if args.layout != "shards":
+        folders.make_dirs(out, args.splits, classes)
+    writer = Options(str(out), args.layout, args.max_side, args.quality, args.full_decode)
+    found, jobs, records = write_splits(source, classes, args, writer)
+    expected = {split: source.expected(split) for split in args.splits}
     by_split = {split: [records[job.name] for job in jobs if job.split == split] for split in args.splits}
     return finish(args, source.kind, classes, found, by_split, expected, started)
 
 
 def finish(args, kind, classes, found, by_split, expected, started):
-    """Counts checked, lists and manifest written, scratch removed, summary printed; the exit status."""
+    """Counts checked and the summary printed; if they match, lists and manifest written and scratch removed.
+
+    Returns the exit status."""
     out = Path(args.out)
     scan_rejects = [r for split in found.values() for r in split.rejected]
     unsafe = [u for split in found.values() for u in split.unsafe]
     result = manifest.build(kind, args.src, run_options(args), classes, by_split, scan_rejects, unsafe)
     rejects = scan_rejects + [r for records in by_split.values() for record in records for r in record["rejected"]]
     problems = report.count_problems(expected, result, rejects)
+    print(report.summary(expected, result, time.perf_counter() - started, problems))
+    if problems:  # no manifest: the output stays unfinished, so a rerun checks and fails again
+        print(f"prep: the counts do not match the labels, so {out} gets no {manifest.NAME}; "
+              "fix the source and prep it into a new --out", file=sys.stderr)
+        return 1
     if args.layout != "shards":
         folders.write_lists(out, classes, by_split)
     manifest.write(out, result)
     shutil.rmtree(out / SCRATCH)
-    print(report.summary(expected, result, time.perf_counter() - started, problems))
-    return 1 if problems else 0
+    return 0
 
 
 def write_splits(source, classes, args, options):
@@ -127,6 +150,9 @@ def write_splits(source, classes, args, options):
     with worker_pool(args.workers) as pool, tqdm(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
         for split in args.splits:
             found[split] = source.split(split)
+            stray = stray_sample(found[split], classes)
+            if stray:
+                fail(stray, code=1)
             rejects.add(found[split].rejected)
             for job in plan(split, found[split].samples, labels, args.shard_size, args.seed):
                 jobs.append(job)
@@ -140,13 +166,10 @@ def write_splits(source, classes, args, options):
                     bar.update(len(job.samples))
             bar.refresh()
         for future in waiting:
-            try:
-                record = future.result()
-            except OSError as error:
-                fail(error, code=1)
+            record = future.result()
             records[record["name"]] = record
             rejects.add(record["rejected"])
-            bar.update(record["samples"] + len(record["rejected"]))
+            bar.update(len(record["kept"]) + len(record["rejected"]))
     return found, jobs, records
 
 
@@ -186,14 +209,21 @@ def check_out(out, asked):
         fail(f"--out {out} exists and is not a directory")
     scratch, done = out / SCRATCH, out / manifest.NAME
     if done.exists():
-        previous = manifest.load(out)
-        if previous["options"] != asked["options"] or previous["source"]["path"] != asked["src"]:
+        try:
+            previous = manifest.load(out)
+            made_from = {"src": previous["source"]["path"], "options": previous["options"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            fail(f"--out {out} holds a {manifest.NAME} prep cannot read; choose another --out")
+        if made_from != asked:
             fail(f"--out {out} holds shards made from other inputs or options; choose another --out")
         shutil.rmtree(scratch, ignore_errors=True)  # killed after the manifest was written
         print(f"prep: {out} is already complete; `python -m prep.verify {out}` re-checks it")
         return False
     if (scratch / RUN_FILE).exists():
-        previous = json.loads((scratch / RUN_FILE).read_text())
+        try:
+            previous = json.loads((scratch / RUN_FILE).read_text())
+        except ValueError:
+            fail(f"--out {out} holds an unfinished run prep cannot read ({SCRATCH}/{RUN_FILE}); choose another --out")
         if previous != asked:
             fail(f"--out {out} holds an unfinished run of other inputs or options "
                  f"({json.dumps(previous, sort_keys=True)}); rerun that, or choose another --out")
@@ -204,18 +234,22 @@ def check_out(out, asked):
 
 
 def record_run(out, asked):
-    """Written once the inputs were found usable: from here on, --out belongs to this command."""
+    """Written once the inputs were found: from here on, --out belongs to this command."""
     scratch = out / SCRATCH
     scratch.mkdir(parents=True, exist_ok=True)
-    part = scratch / f"{RUN_FILE}.part"
-    part.write_text(json.dumps(asked))
-    os.replace(part, scratch / RUN_FILE)
+    write_atomically(scratch / RUN_FILE, json.dumps(asked))
+
+
+class Refused(Exception):
+    """Bad input or a run that cannot go on: args[0] names what is wrong in one line; `code` is the exit status."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
 
 
 def fail(message, code=2):
-    """Bad input or a refused run: one line naming what is wrong, no traceback."""
-    print(f"prep: {message}", file=sys.stderr)
-    raise SystemExit(code)
+    raise Refused(message, code)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 Nothing in it depends on timing, worker count or completion order, so a resumed run writes the same bytes.
 """
 import json
-import os
 from pathlib import Path
+
+from prep.atomic import write_atomically
 
 FORMAT, VERSION = "imagenet-wds", 1
 NAME = "manifest.json"
-SPLIT_ORDER = ("train", "val")
+SPLITS = ("train", "val")  # also the order of the lists
 
 
 def build(kind, src, options, classes, records, scan_rejects, unsafe):
@@ -32,8 +33,8 @@ def _split(num_classes, records):
     for record in records:
         for _, label in record["kept"]:
             per_class[label] += 1
-    shards = [{"name": f"{r['name']}.tar", "index": r["index"], "samples": r["samples"], "bytes": r["bytes"],
-               "sha256": r["sha256"]} for r in records if r["samples"] and r["bytes"] is not None]
+    shards = [{"name": f"{r['name']}.tar", "index": r["index"], "samples": len(r["kept"]), "bytes": r["bytes"],
+               "sha256": r["sha256"]} for r in records if r["bytes"] is not None]
     return {"samples": sum(per_class), "per_class": per_class, "shards": shards}
 
 
@@ -43,14 +44,11 @@ def public(entry):
 
 
 def _in_order(entries):
-    return sorted(entries, key=lambda e: (SPLIT_ORDER.index(e["split"]), e["key"], e["source"]))
+    return sorted(entries, key=lambda e: (SPLITS.index(e["split"]), e["key"], e["source"]))
 
 
 def write(out, manifest):
-    path = Path(out, NAME)
-    part = path.with_name(f"{NAME}.part")
-    part.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(part, path)
+    write_atomically(Path(out, NAME), json.dumps(manifest, indent=1) + "\n")
 
 
 def load(out):

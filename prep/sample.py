@@ -27,6 +27,8 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from prep.atomic import atomic_file
+
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT_TAR = "ILSVRC2012_devkit_t12.tar.gz"
@@ -172,19 +174,6 @@ def add_bytes(tar, name, data):
     tar.addfile(tar_member(name, len(data)), io.BytesIO(data))
 
 
-def atomic_write(path, write):
-    """Call write(binary file) on a temp file beside `path`, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def open_tar(fileobj):
     return tarfile.open(fileobj=fileobj, mode="w", format=tarfile.GNU_FORMAT)
 
@@ -219,30 +208,26 @@ def train_numbers(rng, count):
 
 
 def write_train(path, wnids, train_keys, planted, size, quality, seed, progress):
-    def write(f):
-        with open_tar(f) as outer:
-            for index, wnid in enumerate(wnids):
-                with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=path.parent) as spool:
-                    with open_tar(spool) as inner:
-                        for key in train_keys[wnid]:
-                            kind = planted.get(key, "rgb")
-                            number = int(key.rsplit("_", 1)[1])
-                            data = make_image([seed, 0, index, number], class_style(index), size, quality,
-                                              kind if kind in QUIRKS else "rgb")
-                            add_bytes(inner, f"{key}.JPEG", corrupt_bytes(data, kind))
-                            progress.update()
-                    add_spooled(outer, f"{wnid}.tar", spool)
-    atomic_write(path, write)
+    with atomic_file(path) as f, open_tar(f) as outer:
+        for index, wnid in enumerate(wnids):
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=path.parent) as spool:
+                with open_tar(spool) as inner:
+                    for key in train_keys[wnid]:
+                        kind = planted.get(key, "rgb")
+                        number = int(key.rsplit("_", 1)[1])
+                        data = make_image([seed, 0, index, number], class_style(index), size, quality,
+                                          kind if kind in QUIRKS else "rgb")
+                        add_bytes(inner, f"{key}.JPEG", corrupt_bytes(data, kind))
+                        progress.update()
+                add_spooled(outer, f"{wnid}.tar", spool)
 
 
 def write_val(path, val_classes, size, quality, seed, progress):
-    def write(f):
-        with open_tar(f) as tar:
-            for i, index in enumerate(val_classes, start=1):
-                data = make_image([seed, 1, i], class_style(index), size, quality)
-                add_bytes(tar, f"ILSVRC2012_val_{i:08d}.JPEG", data)
-                progress.update()
-    atomic_write(path, write)
+    with atomic_file(path) as f, open_tar(f) as tar:
+        for i, index in enumerate(val_classes, start=1):
+            data = make_image([seed, 1, i], class_style(index), size, quality)
+            add_bytes(tar, f"ILSVRC2012_val_{i:08d}.JPEG", data)
+            progress.update()
 
 
 # --- devkit ------------------------------------------------------------------------------------------
@@ -281,15 +266,14 @@ def meta_mat_bytes(table):
 
 
 def write_devkit(path, table, ground_truth):
-    def write(f):
-        with gzip.GzipFile(filename=path.name[: -len(".gz")], mode="wb", fileobj=f, mtime=ARCHIVE_MTIME) as gz:
-            with open_tar(gz) as tar:
-                for directory in (DEVKIT_DIR, f"{DEVKIT_DIR}/data"):
-                    tar.addfile(tar_member(directory, 0, directory=True))
-                add_bytes(tar, f"{DEVKIT_DIR}/data/meta.mat", meta_mat_bytes(table))
-                add_bytes(tar, f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt",
-                          "".join(f"{i}\n" for i in ground_truth).encode())
-    atomic_write(path, write)
+    with atomic_file(path) as f, \
+            gzip.GzipFile(filename=path.name[: -len(".gz")], mode="wb", fileobj=f, mtime=ARCHIVE_MTIME) as gz, \
+            open_tar(gz) as tar:
+        for directory in (DEVKIT_DIR, f"{DEVKIT_DIR}/data"):
+            tar.addfile(tar_member(directory, 0, directory=True))
+        add_bytes(tar, f"{DEVKIT_DIR}/data/meta.mat", meta_mat_bytes(table))
+        add_bytes(tar, f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt",
+                  "".join(f"{i}\n" for i in ground_truth).encode())
 
 
 # --- entry points ------------------------------------------------------------------------------------

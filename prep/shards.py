@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+from prep.atomic import write_atomically
 from prep.images import Rejected, normalise
 from prep.tario import ShardTar
 
@@ -50,7 +51,7 @@ def finished(out, name):
     """The record of a shard finished earlier whose tar is still whole, else None."""
     try:
         record = json.loads(record_path(out, name).read_text())
-        if record["samples"] and record["bytes"] is not None:
+        if record["bytes"] is not None:
             if Path(out, record["name"] + ".tar").stat().st_size != record["bytes"]:
                 return None
             Path(out, record["index"]).stat()
@@ -62,15 +63,15 @@ def finished(out, name):
 def write_shard(job, options):
     """Write the shard (and/or its folder-layout files) and its record; return the record."""
     out = Path(options.out)
-    record = {"name": job.name, "index": f"{job.name}.idx", "split": job.split, "samples": 0, "bytes": None,
-              "sha256": None, "kept": [], "reencoded": [], "rejected": []}
+    record = {"name": job.name, "index": f"{job.name}.idx", "split": job.split, "bytes": None, "sha256": None,
+              "kept": [], "reencoded": [], "rejected": []}
     images = _normalised(job, options, record)
     if options.layout == "folders":
         for sample, label, data in images:
             _write_file(out, job.split, sample, data)
     else:
         _write_tar(out, job, options, record, images)
-    _write_json(record_path(out, job.name), record)
+    write_atomically(record_path(out, job.name), json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -110,7 +111,6 @@ def _normalised(job, options, record):
         if reason:
             record["reencoded"].append({**entry, "reason": reason})
         record["kept"].append([sample.key, label])
-        record["samples"] += 1
         yield sample, label, data
 
 
@@ -129,13 +129,4 @@ def _read(sample):
 
 def _write_file(out, split, sample, data):
     """Folder layout: <out>/<split>/<wnid>/<key>.JPEG; key and wnid were validated as plain names."""
-    path = out / split / sample.wnid / f"{sample.key}.JPEG"
-    part = path.with_name(f".{path.name}.part")
-    part.write_bytes(data)
-    os.replace(part, path)
-
-
-def _write_json(path, payload):
-    part = path.with_name(f"{path.name}.part")
-    part.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(part, path)
+    write_atomically(out / split / sample.wnid / f"{sample.key}.JPEG", data)

@@ -5,10 +5,9 @@ checks that the needed files are there; the work is lazy and per split, so the t
 written while the val split is listed.
 
 The class index is the sorted list of train class WNIDs (the tar or folder names) when train is asked
-for, else the classes the labels name; `check_classes` then demands that the labels agree.
+for, else the classes the labels name; `label_mismatch` and `stray_sample` then demand that the labels agree.
 """
 import os
-import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from prep.tario import WNID, Member, decompress, image_key, scan
 ARCHIVES = {"train": "ILSVRC2012_img_train", "val": "ILSVRC2012_img_val"}
 DEVKIT = "ILSVRC2012_devkit_t12"
 KAGGLE = Path("ILSVRC", "Data", "CLS-LOC")
-VAL_KEY = re.compile(r"ILSVRC2012_val_(\d{8})")
 EXPECTED = ("expected ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz "
             "(.tar or .tar.gz each), an extracted tree train/<wnid>/*.JPEG + val/, or the Kaggle layout "
             "ILSVRC/Data/CLS-LOC/ + LOC_synset_mapping.txt + LOC_val_solution.csv")
@@ -87,7 +85,7 @@ class Archives:
 
     @cached_property
     def devkit(self):
-        return load_devkit(self.devkit_path)
+        return load_devkit(self.devkit_path, self.cap)
 
     def classes(self):
         if "train" in self.splits:
@@ -98,14 +96,14 @@ class Archives:
         return self.devkit.classes
 
     def expected(self, split):
-        return Counter(self.devkit.train_counts if split == "train" else self.devkit.val_wnids)
+        return Counter(self.devkit.train_counts if split == "train" else self.devkit.val_labels.values())
 
     def split(self, split):
         if split == "train":
             return _split(split, self._train_candidates(), self.cap)
         path, name = self._plain("val"), self.archives["val"].name
         members, unsafe = scan(path, name)
-        label_of = _devkit_val_label(self.devkit.val_wnids)
+        label_of = _labelled_by(self.devkit.val_labels)
         candidates = [(name, m, (label_of(m.name), str(path), m.offset)) for m in members]
         return _split(split, [(None, u, None) for u in unsafe] + candidates, self.cap)
 
@@ -148,13 +146,9 @@ class Archives:
         return plain
 
 
-def _devkit_val_label(val_wnids):
-    """label_of(name) for ILSVRC2012_val_%08d names: line i of the ground truth labels image i."""
-    def label_of(name):
-        match = VAL_KEY.search(name)
-        index = int(match[1]) if match else 0
-        return val_wnids[index - 1] if 1 <= index <= len(val_wnids) else None
-    return label_of
+def _labelled_by(labels):
+    """label_of(file or member name): the WNID that {key: WNID} gives its exact stem, else None."""
+    return lambda name: labels.get(image_key(name)[0])
 
 
 class Tree:
@@ -186,7 +180,7 @@ class Tree:
 
     @cached_property
     def devkit(self):
-        return load_devkit(self.devkit_path)
+        return load_devkit(self.devkit_path, self.cap)
 
     def classes(self):
         for split in ("train", "val"):
@@ -216,8 +210,7 @@ class Tree:
             candidates = (c for wnid in tqdm(wnids, desc=f"list {split}/", unit="class", leave=False)
                           for c in self._files(base / wnid, lambda name, wnid=wnid: wnid))
         else:
-            labels = self._val_labels
-            candidates = self._files(base, lambda name: labels.get(name.rsplit(".", 1)[0]))
+            candidates = self._files(base, _labelled_by(self._val_labels))
         return _split(split, candidates, self.cap)
 
     def _by_class(self, split):
@@ -232,7 +225,7 @@ class Tree:
         if self.kind == "kaggle":
             return kaggle_val(self.root / "LOC_val_solution.csv")
         if self.devkit_path:
-            return {f"ILSVRC2012_val_{i:08d}": w for i, w in enumerate(self.devkit.val_wnids, 1)}
+            return self.devkit.val_labels
         return val_map(self.val_map_path) if self.val_map_path else None
 
     def _files(self, directory, label_of):
@@ -269,17 +262,20 @@ def _split(split, candidates, cap):
     return Split(unique, rejected, unsafe)
 
 
-def check_classes(classes, source, found):
-    """Problems with the class index: labels naming other classes, samples of classes outside it."""
-    problems = []
+def label_mismatch(classes, source):
+    """Why the class index differs from the classes the label files name, or None (also when there are none)."""
     named = source.label_classes()
-    if named is not None and named != classes:
-        missing, extra = sorted(set(named) - set(classes)), sorted(set(classes) - set(named))
-        problems.append(f"the {len(classes)} classes found differ from the {len(named)} the labels name "
-                        f"(missing: {' '.join(missing[:5]) or '-'}; not in the labels: {' '.join(extra[:5]) or '-'})")
+    if named is None or named == classes:
+        return None
+    missing, extra = sorted(set(named) - set(classes)), sorted(set(classes) - set(named))
+    return (f"the {len(classes)} classes found differ from the {len(named)} the labels name "
+            f"(missing: {' '.join(missing[:5]) or '-'}; not in the labels: {' '.join(extra[:5]) or '-'})")
+
+
+def stray_sample(split, classes):
+    """Why a sample of the Split has a class outside the index (a label or folder naming no train class), or None."""
     known = set(classes)
-    for split in found.values():
-        stray = next((s for s in split.samples if s.wnid not in known), None)
-        if stray:
-            problems.append(f"{stray.source}: class {stray.wnid} is not one of the {len(known)} classes")
-    return problems
+    stray = next((s for s in split.samples if s.wnid not in known), None)
+    if stray is None:
+        return None
+    return f"{stray.source}: class {stray.wnid} is not one of the {len(known)} classes"

@@ -9,8 +9,11 @@ import hashlib
 import re
 import shutil
 import tarfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
+
+from prep.atomic import atomic_file
 
 # A key becomes a file name and a webdataset key, which splits at the first dot: no dots, no separators.
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,90}")
@@ -38,6 +41,8 @@ def unsafe_reason(info):
         return "absolute path"
     if ".." in name.split("/"):
         return "parent reference"
+    if info.issparse():  # tarfile calls it a file, but what lies at its offset is a packed map of data and holes
+        return "sparse file"
     if info.isfile():
         return None
     kinds = ((info.issym, "symlink"), (info.islnk, "hardlink"), (info.ischr, "device"), (info.isblk, "device"),
@@ -109,20 +114,21 @@ def read_member(path, name, label, cap):
 
 def decompress(src, dst, progress):
     """Stream-decompress the .tar.gz `src` into `dst` (atomic); gzip allows no random access."""
-    part = dst.with_name(dst.name + ".part")
     free = shutil.disk_usage(dst.parent).free - DISK_RESERVE
-    written = 0
-    with open(src, "rb") as raw, gzip.GzipFile(fileobj=raw) as gz, open(part, "wb") as out:
-        try:
-            while chunk := gz.read(CHUNK):
-                written += len(chunk)
-                if written > free:
-                    raise ArchiveError(f"{src} expands past the free disk space of {dst.parent}")
-                out.write(chunk)
-                progress.update(raw.tell() - progress.n)
-        except (OSError, EOFError) as error:
-            raise ArchiveError(f"{src} is not a readable .tar.gz ({error})") from None
-    part.replace(dst)
+    with open(src, "rb") as raw, gzip.GzipFile(fileobj=raw) as gz, atomic_file(dst) as out:
+        while chunk := _gunzip(gz, src):
+            if out.tell() + len(chunk) > free:
+                raise ArchiveError(f"{src} expands past the free disk space of {dst.parent}")
+            out.write(chunk)
+            progress.update(raw.tell() - progress.n)
+
+
+def _gunzip(gz, src):
+    """The next chunk of `gz`; only its failures mean a bad archive (a failed write is the disk's)."""
+    try:
+        return gz.read(CHUNK)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ArchiveError(f"{src} is not a readable .tar.gz ({error})") from None
 
 
 class ShardTar:

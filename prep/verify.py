@@ -15,9 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prep import manifest
-from prep.tario import KEY, unsafe_reason
-
-CHUNK = 1 << 20
+from prep.tario import CHUNK, KEY, unsafe_reason
 
 
 def verify(out):
@@ -26,10 +24,14 @@ def verify(out):
     try:
         found = manifest.load(out)
         classes, splits = found["classes"], found["splits"]
-    except (OSError, ValueError, KeyError) as error:
-        return [f"{out / manifest.NAME}: unreadable manifest ({error})"]
+        shards = [shard for entry in splits.values() for shard in entry["shards"]]
+        total = sum(shard["bytes"] for shard in shards)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return [f"{out / manifest.NAME}: unreadable manifest ({type(error).__name__}: {error})"]
+    if shards and importlib.util.find_spec("wds2idx") is None:
+        return [f"checking the {len(shards)} shards' .idx files needs DALI's wds2idx module: "
+                "pip install nvidia-dali-cuda130"]
     problems = []
-    total = sum(s["bytes"] for entry in splits.values() for s in entry["shards"])
     with tqdm(total=total, unit="B", unit_scale=True, desc="verify") as bar:
         for split, entry in splits.items():
             per_class = [0] * len(classes)
@@ -138,8 +140,6 @@ def main(argv=None):
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not Path(args.out, manifest.NAME).is_file():
         raise SystemExit(f"verify: {args.out}: no {manifest.NAME}; expected the --out of python -m prep.imagenet")
-    if importlib.util.find_spec("wds2idx") is None:
-        raise SystemExit("verify: the .idx check needs DALI's wds2idx module: pip install nvidia-dali-cuda130")
     problems = verify(args.out)
     for problem in problems:
         print(f"verify: {problem}", file=sys.stderr)

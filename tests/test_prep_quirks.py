@@ -90,3 +90,12 @@ def test_full_decode_catches_what_headers_miss():
     assert normalise(broken) == (broken, None)
     with pytest.raises(Rejected, match="undecodable"):
         normalise(broken, full_decode=True)
+
+
+def test_a_jpeg_whose_header_declares_too_many_pixels_is_rejected():
+    good = jpeg(size=(40, 30))
+    frame = b"\xff\xc0\x00\x11\x08" + (30).to_bytes(2, "big") + (40).to_bytes(2, "big")  # SOF0: height, width
+    assert good.count(frame) == 1
+    bomb = good.replace(frame, frame[:5] + (65535).to_bytes(2, "big") * 2)
+    with pytest.raises(Rejected, match="image too large"):
+        normalise(bomb)

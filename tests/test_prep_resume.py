@@ -1,16 +1,14 @@
 """Killed at any moment, the same command continues and ends byte-identical to an uninterrupted run."""
+import io
 import os
 import signal
-import subprocess
-import sys
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 from prep.imagenet import main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def prep_args(src, out, *more):
@@ -21,10 +19,9 @@ def files(out):
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def kill_after_first_shard(args):
+def kill_after_first_shard(start_module, args):
     """Start the CLI, SIGKILL its whole process group as soon as a shard record appears."""
-    process = subprocess.Popen([sys.executable, "-m", "prep.imagenet", *args, "--workers", "1"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = start_module("prep.imagenet", *args, "--workers", "1")
     scratch = Path(args[3], ".prep")
     deadline = time.monotonic() + 60
     while not list(scratch.glob("train-*.json")) and process.poll() is None and time.monotonic() < deadline:
@@ -33,12 +30,12 @@ def kill_after_first_shard(args):
     process.wait()
 
 
-def test_resume_after_kill_is_byte_identical(tiny_src, tmp_path):
+def test_resume_after_kill_is_byte_identical(tiny_src, tmp_path, start_module):
     src, _ = tiny_src(classes=4, train_per_class=10, corrupt=True)
     assert main(prep_args(src, tmp_path / "whole")) == 0
 
     resumed = tmp_path / "resumed"
-    kill_after_first_shard(prep_args(src, resumed))
+    kill_after_first_shard(start_module, prep_args(src, resumed))
     assert not (resumed / "manifest.json").exists(), "the run finished before it could be killed"
     assert list((resumed / ".prep").glob("train-*.json"))
     assert main(prep_args(src, resumed)) == 0
@@ -55,17 +52,18 @@ def test_a_finished_output_is_left_alone(tiny_src, tmp_path, capsys):
     assert files(out) == before
 
 
-@pytest.mark.parametrize("stage", ["unfinished", "finished"])
-def test_other_options_on_an_existing_output_are_refused(tiny_src, tmp_path, capsys, stage):
+@pytest.mark.parametrize("stage, other", [("unfinished", ["--seed", "1"]), ("finished", ["--seed", "1"]),
+                                          ("finished", ["--max-member-bytes", "5000"])])
+def test_other_options_on_an_existing_output_are_refused(tiny_src, tmp_path, capsys, stage, other, start_module):
     src, _ = tiny_src()
     out = tmp_path / "out"
     if stage == "unfinished":
-        kill_after_first_shard(prep_args(src, out))
+        kill_after_first_shard(start_module, prep_args(src, out))
     else:
         assert main(prep_args(src, out)) == 0
     before = files(out)
     with pytest.raises(SystemExit) as stop:
-        main(prep_args(src, out, "--seed", "1"))
+        main(prep_args(src, out, *other))
     assert stop.value.code == 2
     assert "other inputs or options" in capsys.readouterr().err
     assert files(out) == before
@@ -75,7 +73,27 @@ def test_a_foreign_nonempty_out_is_refused(tiny_src, tmp_path, capsys):
     src, _ = tiny_src()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "thesis.tex").write_text("keep me")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         main(prep_args(src, tmp_path / "out"))
+    assert stop.value.code == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "out" / "thesis.tex").read_text() == "keep me"
+
+
+def drop_last_val_image(src):
+    path = src / "ILSVRC2012_img_val.tar"
+    with tarfile.open(path) as tar:
+        kept = [(member, tar.extractfile(member).read()) for member in tar][:-1]
+    with tarfile.open(path, "w") as tar:
+        for member, data in kept:
+            tar.addfile(member, io.BytesIO(data))
+
+
+def test_counts_that_miss_the_labels_fail_every_time_and_write_no_manifest(tiny_src, tmp_path, capsys):
+    src, _ = tiny_src()
+    drop_last_val_image(src)
+    out = tmp_path / "out"
+    for attempt in ("first", "rerun"):
+        assert main(prep_args(src, out)) == 1, attempt
+        assert "COUNTS DO NOT MATCH THE LABELS" in capsys.readouterr().out
+        assert not (out / "manifest.json").exists()

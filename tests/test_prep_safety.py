@@ -27,6 +27,7 @@ def hostile_class_tar(original, wnid, image):
                            entry(f"{wnid}_900004.JPEG", tarfile.LNKTYPE, link="../../outside.JPEG"),
                            entry(f"{wnid}_900005.JPEG", tarfile.CHRTYPE),
                            entry(f"{wnid}_900006.JPEG", tarfile.FIFOTYPE),
+                           entry(f"{wnid}_900007.JPEG", tarfile.GNUTYPE_SPARSE),
                            entry("sub", tarfile.DIRTYPE),
                            entry("bad name;rm -rf.JPEG", data=image)):
             tar.addfile(info, data)
@@ -63,15 +64,17 @@ def test_dangerous_members_are_reported_and_nothing_lands_outside_out(tiny_src, 
     assert main(["--src", str(src), "--out", str(out), "--layout", "both"]) == 0
 
     assert {p for p in tree(tmp_path) - before if not p.startswith(str(out))} == {str(tmp_path / "work")}
+    assert not os.path.exists(f"/tmp/{wnid}_900002.JPEG")
     manifest = json.loads((out / "manifest.json").read_text())
     reasons = {entry["member"]: entry["reason"] for entry in manifest["unsafe"]}
     assert reasons == {
         f"../{wnid}_900001.JPEG": "parent reference", f"/tmp/{wnid}_900002.JPEG": "absolute path",
         f"{wnid}_900003.JPEG": "symlink", f"{wnid}_900004.JPEG": "hardlink", f"{wnid}_900005.JPEG": "device",
-        f"{wnid}_900006.JPEG": "fifo", "bad name;rm -rf.JPEG": "unusable file name",
+        f"{wnid}_900006.JPEG": "fifo", f"{wnid}_900007.JPEG": "sparse file",
+        "bad name;rm -rf.JPEG": "unusable file name",
         "../escape.tar": "parent reference", "/abs.tar": "absolute path", "n01443537.lnk": "symlink",
         "notes.txt": "not a class tar <wnid>.tar"}
     listed = (out / "train_list.txt").read_text()
     assert "9000" not in listed and manifest["splits"]["train"]["samples"] == 3 * 6
     printed = capsys.readouterr().out
-    assert "unsafe members skipped (11)" in printed and "counts match the labels" in printed
+    assert "unsafe members skipped (12)" in printed and "counts match the labels" in printed
