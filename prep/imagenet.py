@@ -149,7 +149,7 @@ def write_splits(source, classes, args, options):
     found, jobs, records, waiting, rejects = {}, [], {}, [], Rejects(args.max_rejects)
     with worker_pool(args.workers) as pool, tqdm(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
         for split in args.splits:
-            found[split] = source.split(split)
+            found[split] = source.split(split, pool.map)
             stray = stray_sample(found[split], classes)
             if stray:
                 fail(stray, code=1)

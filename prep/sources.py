@@ -98,9 +98,10 @@ class Archives:
     def expected(self, split):
         return Counter(self.devkit.train_counts if split == "train" else self.devkit.val_labels.values())
 
-    def split(self, split):
+    def split(self, split, mapper=map):
+        """`mapper` (an executor's map) lists the class tars in parallel: real ImageNet has 1.28M headers."""
         if split == "train":
-            return _split(split, self._train_candidates(), self.cap)
+            return _split(split, self._train_candidates(mapper), self.cap)
         path, name = self._plain("val"), self.archives["val"].name
         members, unsafe = scan(path, name)
         label_of = _labelled_by(self.devkit.val_labels)
@@ -121,13 +122,15 @@ class Archives:
                 unsafe.append({"source": name, "member": member.name, "reason": "not a class tar <wnid>.tar"})
         return tars, unsafe
 
-    def _train_candidates(self):
+    def _train_candidates(self, mapper):
         tars, unsafe = self._class_tars
         yield from ((None, u, None) for u in unsafe)
         path, name = self._plain("train"), self.archives["train"].name
-        for wnid, tar in tqdm(tars, desc="index class tars", unit="tar", leave=False):
-            label = f"{name}/{tar.name}"
-            members, unsafe = scan(path, label, tar.offset, tar.offset + tar.size)
+        labels = [f"{name}/{tar.name}" for _, tar in tars]
+        scans = mapper(scan, [path] * len(tars), labels, [tar.offset for _, tar in tars],
+                       [tar.offset + tar.size for _, tar in tars])
+        progress = tqdm(scans, total=len(tars), desc="index class tars", unit="tar", leave=False)
+        for (wnid, _), label, (members, unsafe) in zip(tars, labels, progress):
             yield from ((None, u, None) for u in unsafe)
             yield from ((label, m, (wnid, str(path), m.offset)) for m in members)
 
@@ -203,14 +206,18 @@ class Tree:
             return Counter(self.devkit.train_counts) if self.devkit_path else None
         return Counter(self._val_labels.values()) if self._val_labels is not None else None
 
-    def split(self, split):
+    def split(self, split, mapper=map):
+        """`mapper` (an executor's map) lists the class folders in parallel."""
         base = self.base / split
         wnids = self._by_class(split)
         if wnids:
-            candidates = (c for wnid in tqdm(wnids, desc=f"list {split}/", unit="class", leave=False)
-                          for c in self._files(base / wnid, lambda name, wnid=wnid: wnid))
+            folders = [base / wnid for wnid in wnids]
+            listings = tqdm(mapper(_listing, folders), total=len(wnids), desc=f"list {split}/", unit="class",
+                            leave=False)
+            candidates = (c for wnid, folder, entries in zip(wnids, folders, listings)
+                          for c in self._candidates(folder, entries, lambda name, wnid=wnid: wnid))
         else:
-            candidates = self._files(base, _labelled_by(self._val_labels))
+            candidates = self._candidates(base, _listing(base), _labelled_by(self._val_labels))
         return _split(split, candidates, self.cap)
 
     def _by_class(self, split):
@@ -228,12 +235,15 @@ class Tree:
             return self.devkit.val_labels
         return val_map(self.val_map_path) if self.val_map_path else None
 
-    def _files(self, directory, label_of):
-        label = str(directory.relative_to(self.root))
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            if entry.is_file():
-                member = Member(entry.name, None, entry.stat().st_size)
-                yield label, member, (label_of(entry.name), entry.path, None)
+    def _candidates(self, directory, entries, label_of):
+        container = str(directory.relative_to(self.root))
+        return ((container, Member(name, None, size), (label_of(name), path, None)) for name, size, path in entries)
+
+
+def _listing(directory):
+    """(name, size, path) of the regular files in `directory`, by name."""
+    return [(e.name, e.stat().st_size, e.path) for e in sorted(os.scandir(directory), key=lambda e: e.name)
+            if e.is_file()]
 
 
 def _split(split, candidates, cap):
