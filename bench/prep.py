@@ -137,7 +137,7 @@ def parse_args(argv):
     parser.add_argument("--classes", type=int, default=2, help="classes in the source (default 2; see above)")
     parser.add_argument("--workers", type=int, default=2, help="prep.imagenet --workers")
     parser.add_argument("--shard-size", type=int, default=100, help="prep.imagenet --shard-size (default 100)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timed runs of each method")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating timed runs of each method (default 9)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="scratch space (default build/bench/prep)")
     parser.add_argument("--keep", type=Path, help="write the source here and keep it; reused if already there")
     args = parser.parse_args(argv)
