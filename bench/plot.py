@@ -1,10 +1,10 @@
 """PNG plots of benchmark results (matplotlib, Agg backend: no display needed)."""
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from prep.atomic import atomic_file  # noqa: E402
 
 
 def plot_train(result, path, loaders_result=None):
@@ -31,10 +31,9 @@ def plot_train(result, path, loaders_result=None):
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    part = path.with_name(path.name + ".part")
-    fig.savefig(part, dpi=110, format="png")
+    with atomic_file(path) as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
-    os.replace(part, path)
     return path
 
 

@@ -2,9 +2,10 @@
 import json
 import os
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from prep.atomic import write_atomically
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LIBRARIES = ("torch", "torchvision", "nvidia-dali-cuda130", "webdataset", "simplejpeg",
@@ -42,15 +43,7 @@ def save(suite, payload, out_dir=RESULTS_DIR):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{suite}-{device_tag(info)}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"suite": suite, "machine": info, **payload}, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(path, json.dumps({"suite": suite, "machine": info, **payload}, indent=1) + "\n")
     return path
 
 

@@ -98,8 +98,8 @@ def test_report_starts_with_the_guides_keys_in_order():
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     device = torch.device("cpu")
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
-    checkpoint.save(tmp_path / "c.pth", {"rng": checkpoint.rng_state(device)})
+    checkpoint.save(tmp_path, {"rng": checkpoint.rng_state(device)}, is_best=True)
     expected = torch.rand(3), np.random.rand(3), random.random()
-    checkpoint.set_rng_state(checkpoint.load(tmp_path / "c.pth")["rng"], device)
+    checkpoint.set_rng_state(checkpoint.load(tmp_path / checkpoint.BEST)["rng"], device)  # the copy of LATEST
     again = torch.rand(3), np.random.rand(3), random.random()
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]

@@ -1,17 +1,23 @@
 """Checkpoints hold only tensors and plain containers, so they load with torch.load(weights_only=True)."""
 import random
+import shutil
 
 import numpy as np
 import torch
 
-from trainer.atomic import write_atomically
+from prep.atomic import atomic_file
 
 LATEST = "checkpoint.pth"
 BEST = "model_best.pth"
 
 
-def save(path, state):
-    write_atomically(path, lambda f: torch.save(state, f))
+def save(out, state, is_best):
+    """checkpoint.pth, and model_best.pth as a copy of its bytes rather than a second serialisation."""
+    with atomic_file(out / LATEST, durable=True) as f:
+        torch.save(state, f)
+    if is_best:
+        with open(out / LATEST, "rb") as latest, atomic_file(out / BEST, durable=True) as f:
+            shutil.copyfileobj(latest, f)
 
 
 def load(path):

@@ -105,9 +105,7 @@ def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, 
         state = {**t.state_dict(), "acc1_best": best[0], "acc5_best": best[1], "args": vars(args),
                  "rng": distributed.gather_objects({"epoch": epoch_rng, "step": checkpoint.rng_state(ctx.device)})}
         if ctx.main:
-            checkpoint.save(out / checkpoint.LATEST, state)
-            if is_best:
-                checkpoint.save(out / checkpoint.BEST, state)
+            checkpoint.save(out, state, is_best)
 
     def stop_reached():
         return args.stop_step_num is not None and t.global_step >= args.stop_step_num

@@ -3,7 +3,7 @@ TensorBoard scalars when tensorboard is installed."""
 import json
 from pathlib import Path
 
-from trainer.atomic import write_atomically
+from prep.atomic import write_atomically
 
 REPORT_KEYS = ("model", "local_rank", "batch_size", "epochs", "training_step_per_epoch", "eval_step_per_epoch",
                "acc1_best", "acc5_best", "device", "skip_steps", "train_fps_mean", "train_fps_min", "train_fps_max",
@@ -19,7 +19,7 @@ def make_report(**fields):
 
 def write_report(output_dir, report):
     path = Path(output_dir) / "report.json"
-    write_atomically(path, lambda f: f.write(json.dumps(report, indent=1) + "\n"), mode="w")
+    write_atomically(path, json.dumps(report, indent=1) + "\n")
     return path
 
 
