@@ -57,7 +57,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv or [])
-    data_path = args.data_path or imagenet_sized_shards(args.batch_size * (warmup_batches(args.workers) + args.steps))
+    warmup = warmup_batches(args.workers)
+    data_path = args.data_path or imagenet_sized_shards(args.batch_size * (warmup + args.steps))
     images = dataset.open_dataset(data_path).split("train").samples
     with tempfile.TemporaryDirectory() as scratch:
         folders = folder_layout(data_path, Path(scratch))
@@ -67,7 +68,7 @@ def main(argv=None):
                 make = (lambda: baseline_loader(folders, args)) if name == BASELINE else \
                     (lambda name=name: pipeline.make_loader(data_path, "train", name, args.batch_size,
                                                             workers=args.workers))
-                runs[name].append(images_per_second(make, warmup_batches(args.workers), args.steps))
+                runs[name].append(images_per_second(make, warmup, args.steps))
                 print(f"round {round_number + 1}/{args.rounds} {name:>12}: {runs[name][-1]:8.0f} img/s", flush=True)
     decode = decode_rates(data_path)
     table = summarise(runs)
@@ -91,17 +92,23 @@ def images_per_second(make_loader, warmup, steps):
     loader = make_loader()
     batches = _endless(loader)
     for _ in range(warmup):
-        next(batches)
+        images, _ = next(batches)
+    _finished(images)
     seen = 0
     start = time.perf_counter()
     for _ in range(steps):
         images, labels = next(batches)
         seen += len(labels)
-    if images.is_cuda:
-        torch.cuda.synchronize()
+    _finished(images)
     rate = seen / (time.perf_counter() - start)
     del batches, loader
     return rate
+
+
+def _finished(images):
+    """Wait for the device work behind `images`, so a timing starts and ends on finished batches."""
+    if images.is_cuda:
+        torch.cuda.synchronize()
 
 
 def _endless(loader):

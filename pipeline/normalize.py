@@ -38,6 +38,7 @@ class ImageNormalizer:
         self.channels_last = channels_last
         self.float_slot = dtype == torch.float32
         self.scratch = np.empty((size, size, 3) if channels_last else (3, size, size), np.float32)
+        self.float_pixels = np.empty((size, size, 3), np.float32) if channels_last else None
         self.matrix = np.hstack([np.diag(1 / STD_255), (-MEAN_255 / STD_255)[:, None]]).astype(np.float32)
 
     def __call__(self, pixels, slot):
@@ -45,7 +46,8 @@ class ImageNormalizer:
         target = slot.permute(1, 2, 0) if self.channels_last else slot
         out = target.numpy() if self.float_slot else self.scratch
         if self.channels_last:
-            cv2.transform(pixels.astype(np.float32), self.matrix, dst=out)
+            np.copyto(self.float_pixels, pixels)  # cv2.transform keeps its input's depth
+            cv2.transform(self.float_pixels, self.matrix, dst=out)
         else:
             for c, plane in enumerate(cv2.split(pixels)):
                 cv2.addWeighted(plane, 1 / STD_255[c], plane, 0, -MEAN_255[c] / STD_255[c], dst=out[c],

@@ -187,8 +187,9 @@ class Tree:
 
     def classes(self):
         for split in ("train", "val"):
-            if split in self.splits and self._by_class(split):
-                return self._by_class(split)
+            wnids = self._by_class(split) if split in self.splits else []
+            if wnids:
+                return wnids
         return self.label_classes()
 
     def label_classes(self):
