@@ -34,7 +34,8 @@ from pipeline.normalize import ImageNormalizer, normalize
 from pipeline.readers import open_reader
 
 # Workers start in milliseconds and share the sample table copy-on-write, even in a process that was itself
-# spawned (whose default start method is then spawn); workers never touch CUDA, so a fork stays safe.
+# spawned (whose default start method is then spawn). Workers never touch CUDA, and the ring is page-locked
+# only once they exist (see _pin), so a fork stays safe.
 _FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 PREFETCH = 2
 HELD = 2
@@ -58,6 +59,7 @@ class CpuLoader:
         self._options = options
         self._on_gpu = options.device.type == "cuda"
         self._ring = _ring(options.workers * PREFETCH + HELD, options, uint8=self._on_gpu)
+        self._unpin = None  # set while the ring is page-locked
         self._tasks = _Tasks(len(reader), options, slots=len(self._ring))
         builder = BatchBuilder(reader, options, self._ring, normalise=not self._on_gpu)
         self._loader = DataLoader(builder, batch_size=None, sampler=self._tasks, num_workers=options.workers,
@@ -75,7 +77,9 @@ class CpuLoader:
         return _gpu_prefetch(batches, self._options) if self._on_gpu else batches
 
     def _batches(self):
-        results = iter(self._loader)
+        results = iter(self._loader)  # forks the workers on the first pass
+        if self._on_gpu and self._unpin is None:
+            self._unpin = _pin(self._ring)
         try:
             for result in results:
                 yield self._receive(*result)
@@ -83,6 +87,9 @@ class CpuLoader:
             # Left to the garbage collector after an error, torch's worker shutdown waits out its timeouts (10 s).
             results._shutdown_workers()
             self._loader._iterator = None
+            if self._unpin:  # the next pass forks new workers: from an unlocked ring
+                self._unpin()
+                self._unpin = None
             raise
 
     def _receive(self, slot, kept, labels, skipped):
@@ -157,9 +164,7 @@ def _ring(slots, options, *, uint8):
     """`slots` batch buffers in shared memory: uint8 NHWC (pinned) for a GPU, else normalised NCHW views."""
     size, batch = options.crop_size, options.batch_size
     if uint8:
-        ring = torch.empty((slots, batch, size, size, 3), dtype=torch.uint8).share_memory_()
-        _pin(ring)
-        return ring
+        return torch.empty((slots, batch, size, size, 3), dtype=torch.uint8).share_memory_()
     if options.channels_last:
         storage = torch.empty((slots, batch, size, size, 3), dtype=options.dtype).share_memory_()
         return storage.permute(0, 1, 4, 2, 3)
@@ -168,13 +173,17 @@ def _ring(slots, options, *, uint8):
 
 def _pin(tensor):
     """Page-lock shared memory in place (as torch.distributed.checkpoint stages), so copies to the GPU run
-    asynchronously straight from the ring."""
+    asynchronously straight from the ring; returns the function that unlocks it.
+
+    Only after the workers are forked: what a driver does to locked pages at a fork is its own (ROCm marks them
+    MADV_DONTFORK, so a child that writes them faults), while locking shared pages that forked children
+    already map changes nothing for them."""
     cudart = torch.cuda.cudart()
     nbytes = tensor.numel() * tensor.element_size()
     error = int(cudart.cudaHostRegister(tensor.data_ptr(), nbytes, 1))  # 1: cudaHostRegisterPortable
     if error:
         raise RuntimeError(f"pipeline: cudaHostRegister of the {nbytes >> 20} MiB batch ring failed (error {error})")
-    weakref.finalize(tensor, cudart.cudaHostUnregister, tensor.data_ptr())
+    return weakref.finalize(tensor, cudart.cudaHostUnregister, tensor.data_ptr())
 
 
 def _one_thread(worker_id):

@@ -3,13 +3,14 @@ import math
 
 SCALE = (0.08, 1.0)
 RATIO = (3 / 4, 4 / 3)
+ATTEMPTS = 10  # tries at a box inside the image before the central fallback
 
 
 def random_resized_crop(rng, height, width, scale=SCALE, ratio=RATIO):
     """torchvision's RandomResizedCrop.get_params, drawing from a numpy Generator."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
+    for _ in range(ATTEMPTS):
         target_area = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(*log_ratio))
         crop_w = round(math.sqrt(target_area * aspect))

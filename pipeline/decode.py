@@ -20,11 +20,9 @@ class CorruptImage(ValueError):
 def crop_resize(data, choose_box, out, flip):
     """Decode `data`, cut the box `choose_box(height, width)` returns and resize it into `out` ([S, S, 3] uint8)."""
     size = out.shape[0]
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        colorspace = None
-    if colorspace in TURBO_COLORSPACES:
+    header = _turbo_header(data)
+    if header:
+        height, width = header
         top, left, crop_h, crop_w = choose_box(height, width)
         image = _decode_jpeg(data, height, width, crop_h, crop_w, size)
         fy, fx = image.shape[0] / height, image.shape[1] / width
@@ -38,14 +36,34 @@ def crop_resize(data, choose_box, out, flip):
         cv2.flip(out, 1, dst=out)
 
 
+def check_decodes(data):
+    """Raise CorruptImage unless `data` decodes in full (to find the sample a batch decoder failed on)."""
+    if _turbo_header(data):
+        _turbo(data)
+    else:
+        _decode_other(data)
+
+
+def _turbo_header(data):
+    """(height, width) when libjpeg-turbo can decode `data` to RGB, else None."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return (height, width) if colorspace in TURBO_COLORSPACES else None
+
+
 def _decode_jpeg(data, height, width, crop_h, crop_w, size):
     if crop_h >= 2 * size and crop_w >= 2 * size:
         min_height, min_width = -(-height * size // crop_h), -(-width * size // crop_w)
     else:
         min_height = min_width = 0
+    return _turbo(data, min_height=min_height, min_width=min_width)
+
+
+def _turbo(data, **scale):
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, min_height=min_height,
-                                      min_width=min_width)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, **scale)
     except ValueError as error:
         raise CorruptImage(str(error)) from None
 

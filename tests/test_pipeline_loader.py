@@ -1,8 +1,9 @@
-"""The loader contract, checked on every backend this machine can run.
+"""The loader contract, checked on every backend this machine can run, on the CPU.
 
-The data: an extracted tree of solid-colour JPEGs, one colour per image, made into shards (and the folder
-layout) by `python -m prep.imagenet`. Crops, flips and resizes keep a solid colour, so each output image
-still says which sample it was, and its label can be checked against that sample's class.
+The data: bench.colours' extracted tree of solid-colour JPEGs, one colour per image, made into shards (and
+the folder layout) by `python -m prep.imagenet`. Crops, flips and resizes keep a solid colour, so each
+output image still says which sample it was, and its label can be checked against that sample's class.
+Every test names its device; the GPU tests at the end skip without one.
 """
 import os
 import shutil
@@ -13,23 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import simplejpeg
 import torch
 import torch.multiprocessing as mp
 
 import pipeline
+from bench.colours import CLASSES, TRAIN, VAL, identify, in_range, sample_class, write_tree
 from pipeline.cpu import CorruptSample
-from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
 
 ROOT = Path(__file__).resolve().parents[1]
-LEVELS = (20, 75, 130, 185, 240)
-COLOURS = np.array([(r, g, b) for r in LEVELS for g in LEVELS for b in LEVELS], dtype=np.float64)
-CLASSES = [f"n{10000001 + k:08d}" for k in range(6)]
-SHAPES = [(48, 64), (64, 48), (40, 40), (90, 120), (300, 400)]  # the last is decoded DCT-scaled at crop 32
-TRAIN, VAL = 48, 17  # 48 = 2 ranks x 3 steps x 8; 17 = 8 + 9, so DALI pads rank 0 by a whole batch of 8
 CROP, VAL_SIZE, BATCH = 32, 36, 8
-LOW = (0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
-HIGH = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
 
 try:
     import nvidia.dali  # noqa: F401
@@ -41,22 +34,6 @@ needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="nvidia-dali is not instal
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DECODING = ["cpu", pytest.param("dali-cpu", marks=needs_dali)]
 ALL_CPU = [*DECODING, "synthetic"]
-
-
-def sample_class(n):
-    return n % len(CLASSES)
-
-
-def write_tree(root):
-    """train/<wnid>/<wnid>_<n>.JPEG and val/<wnid>/val_<n>.JPEG, image n filled with COLOURS[n]."""
-    for n in range(TRAIN + VAL):
-        split, wnid = ("train" if n < TRAIN else "val"), CLASSES[sample_class(n)]
-        name = f"{wnid}_{n}.JPEG" if split == "train" else f"val_{n:03d}.JPEG"
-        height, width = SHAPES[n % len(SHAPES)]
-        pixels = np.empty((height, width, 3), np.uint8)
-        pixels[:] = COLOURS[n]
-        (root / split / wnid).mkdir(parents=True, exist_ok=True)
-        (root / split / wnid / name).write_bytes(simplejpeg.encode_jpeg(pixels, quality=95))
 
 
 def prep(src, out):
@@ -83,16 +60,8 @@ def folders(shards, tmp_path_factory):
     return out
 
 
-def identify(images):
-    """Which sample each normalised image shows: the palette colour nearest its mean pixel."""
-    images = images.float().cpu().numpy()
-    pixels = images.mean(axis=(2, 3)) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
-    distances = ((pixels[:, None, :] * 255 - COLOURS[None]) ** 2).sum(-1)
-    return distances.argmin(1)
-
-
 def make(data, split, backend, **options):
-    options = {"crop_size": CROP, "val_size": VAL_SIZE, "workers": 2, **options}
+    options = {"device": "cpu", "crop_size": CROP, "val_size": VAL_SIZE, "workers": 2, **options}
     return pipeline.make_loader(data, split, backend, BATCH, **options)
 
 
@@ -122,9 +91,7 @@ def test_batches_have_the_promised_shape_dtype_layout_and_range(shards, backend,
         assert images.dtype == dtype and images.is_contiguous(memory_format=format)
         assert labels.dtype == torch.int64 and labels.shape == (len(images),)
         assert ((labels >= 0) & (labels < len(CLASSES))).all()
-        per_channel = images.float().transpose(0, 1).reshape(3, -1)
-        assert (per_channel.min(1).values >= torch.tensor(LOW) - 0.02).all()
-        assert (per_channel.max(1).values <= torch.tensor(HIGH) + 0.02).all()
+        assert in_range(images)
     assert batches == steps
     assert loader.skipped == 0
 
@@ -153,10 +120,43 @@ def test_set_epoch_reorders_deterministically(shards, backend):
     assert sorted(first) == sorted(second) == list(range(TRAIN))
 
 
-def test_cpu_and_dali_read_val_in_the_same_order(shards):
-    if not HAVE_DALI:
-        pytest.skip("nvidia-dali is not installed")
-    assert np.array_equal(read_epoch(make(shards, "val", "cpu"))[0], read_epoch(make(shards, "val", "dali-cpu"))[0])
+@needs_dali
+@pytest.mark.parametrize("layout", ["shards", "folders"])
+@pytest.mark.parametrize("split, epoch", [("train", 0), ("train", 3), ("val", 0)])
+def test_cpu_and_dali_read_the_same_sequence(request, layout, split, epoch):
+    data = request.getfixturevalue(layout)
+    cpu, _ = read_epoch(make(data, split, "cpu"), epoch)
+    dali, _ = read_epoch(make(data, split, "dali-cpu"), epoch)
+    assert np.array_equal(cpu, dali)
+
+
+@needs_dali
+def test_dali_builds_one_pipeline_for_all_passes(shards, monkeypatch):
+    from pipeline import dali
+
+    original, built = dali._pipeline, []
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dali, "_pipeline", counted)
+    loader = make(shards, "train", "dali-cpu")
+    for epoch in range(3):
+        read_epoch(loader, epoch)
+    assert len(built) == 1
+
+
+@pytest.mark.parametrize("backend", DECODING)
+def test_a_pass_left_early_leaves_the_next_pass_whole(shards, backend):
+    loader = make(shards, "train", backend)
+    loader.set_epoch(0)
+    batches = iter(loader)
+    next(batches)
+    del batches  # the consumer stopped after one batch (a step cap, --stop-step-num)
+    ids, labels = read_epoch(loader, epoch=1)
+    assert np.array_equal(ids, read_epoch(make(shards, "train", "cpu"), epoch=1)[0])
+    assert np.array_equal(labels, sample_class(ids))
 
 
 @pytest.mark.parametrize("backend", ALL_CPU)
@@ -205,11 +205,47 @@ def test_cpu_strict_names_the_shard_and_key(damaged):
 
 
 @needs_dali
-def test_dali_stops_on_a_corrupt_sample_with_a_clear_error(damaged):
+def test_dali_stops_on_a_corrupt_sample_naming_it(damaged):
     from pipeline import dali
 
-    with pytest.raises(dali.DecodeError, match="cpu backend"):
-        read_epoch(make(damaged[0], "train", "dali-cpu"))
+    data, member = damaged
+    with pytest.raises(dali.DecodeError, match=f"could not decode train-000000.tar:{member} .*cpu backend") as raised:
+        read_epoch(make(data, "train", "dali-cpu"))
+    assert isinstance(raised.value.__cause__, RuntimeError)  # DALI's own report stays attached
+
+
+@needs_dali
+def test_a_dali_failure_that_is_no_decode_error_keeps_its_own_error(shards, monkeypatch):
+    from nvidia.dali import fn
+
+    from pipeline import dali
+
+    original = dali._decode_crop_resize
+
+    def crop_beyond_the_image(jpegs, options, gpu_decode):
+        return fn.crop(original(jpegs, options, gpu_decode), crop=(4096, 4096), out_of_bounds_policy="error")
+
+    monkeypatch.setattr(dali, "_decode_crop_resize", crop_beyond_the_image)
+    with pytest.raises(RuntimeError) as raised:
+        read_epoch(make(shards, "train", "dali-cpu"))
+    assert type(raised.value) is not dali.DecodeError
+    assert "_decode_crop_resize" in str(raised.value)  # DALI's traceback names the graph function: no "decod" guess
+
+
+def test_cpu_ring_is_page_locked_only_once_the_workers_are_forked(shards, monkeypatch):
+    """A driver may hide page-locked memory from children forked later (ROCm's MADV_DONTFORK): the `cpu` backend
+    locks its batch ring for GPU copies after the workers that write it exist. Shown on the CPU: the GPU path's
+    batches without the copy to a device."""
+    from pipeline import cpu
+
+    workers_at_pin = []
+    monkeypatch.setattr(cpu, "_pin", lambda ring: workers_at_pin.append(len(mp.active_children())) or (lambda: None))
+    before = len(mp.active_children())
+    loader = make(shards, "train", "cpu", workers=2)
+    loader._on_gpu = True
+    assert sum(1 for _ in loader._batches()) == len(loader)
+    assert sum(1 for _ in loader._batches()) == len(loader)
+    assert workers_at_pin == [before + 2]  # once, with both workers running
 
 
 def test_bad_data_path_is_a_one_line_error(tmp_path):
@@ -228,8 +264,8 @@ def read_as_rank(rank, world, init_file, data, results):
     try:
         for backend, batch_size in DDP_RUNS:
             for split in ("train", "val"):
-                loader = pipeline.make_loader(data, split, backend, batch_size, crop_size=CROP, val_size=VAL_SIZE,
-                                              workers=1)
+                loader = pipeline.make_loader(data, split, backend, batch_size, device="cpu", crop_size=CROP,
+                                              val_size=VAL_SIZE, workers=1)
                 ids, labels = read_epoch(loader)
                 results.put(((backend, batch_size, split, rank), (len(loader), ids.tolist(), labels.tolist())))
     finally:

@@ -1,11 +1,14 @@
 """One training epoch and one evaluation pass; setup, checkpoints and the report live in fit.py."""
+import contextlib
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from trainer.distributed import sum_over_ranks
-from trainer.model import logits
+from trainer.model import training_loss
+from trainer.syncs import no_host_sync
 
 
 def autocast(device, amp_dtype):
@@ -25,6 +28,7 @@ class Training:
     steps_per_epoch: int
     epoch: int = 0
     step: int = 0  # steps done in `epoch`
+    check_syncs: bool = False  # raise HostSync at a host synchronisation inside a step past the warm-up
 
     @property
     def global_step(self):
@@ -36,8 +40,22 @@ class Training:
                 "step": self.step, "global_step": self.global_step, "steps_per_epoch": self.steps_per_epoch}
 
 
+def train_step(t, images, labels):
+    """Forward, backward, optimizer and schedule step; the loss stays on the device (reading it would sync)."""
+    with autocast(t.device, t.amp_dtype):
+        loss = training_loss(t.criterion, t.step_model(images), labels)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.scheduler.step()
+    return loss.detach()
+
+
 def train_epoch(t, batches, meter, log, print_freq, stop_at=None):
-    """The rest of epoch t.epoch (from step t.step) from the iterator `batches`, or up to global step `stop_at`."""
+    """The rest of epoch t.epoch (from step t.step) from the iterator `batches`, or up to global step `stop_at`.
+
+    The host waits for the device only at print boundaries (the meter's clock and the loss read there)."""
     t.step_model.train()
     meter.start_epoch()
     loss_sum, losses = torch.zeros((), device=t.device), 0
@@ -45,16 +63,12 @@ def train_epoch(t, batches, meter, log, print_freq, stop_at=None):
         waited = time.perf_counter()
         images, labels = next(batches)
         waited = time.perf_counter() - waited
-        with autocast(t.device, t.amp_dtype):
-            loss = t.criterion(logits(t.step_model(images)), labels)
-        t.optimizer.zero_grad(set_to_none=True)
-        t.scaler.scale(loss).backward()
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-        t.scheduler.step()
+        # cudnn autotuning, DDP's bucket rebuild and compilation may sync in the warm-up steps the meter skips
+        checked = t.check_syncs and meter.steps >= meter.skip_steps
+        with no_host_sync(t.device) if checked else contextlib.nullcontext():
+            loss_sum += train_step(t, images, labels)
         t.step += 1
         meter.step(waited)
-        loss_sum += loss.detach()
         losses += 1
         if t.step % print_freq == 0 or t.step == t.steps_per_epoch or t.global_step == stop_at:
             window = meter.close_window(t.epoch, t.global_step)
@@ -64,12 +78,20 @@ def train_epoch(t, batches, meter, log, print_freq, stop_at=None):
             losses = 0
 
 
+class Evaluation(NamedTuple):
+    acc1: float | None  # percent, over every image seen on all ranks
+    acc5: float | None
+    loss: float | None  # mean cross-entropy
+    images: int
+
+
 @torch.no_grad()
 def evaluate(model, loader, device, amp_dtype):
-    """Top-1/top-5 in percent over every image this pass sees on all ranks, and that image count."""
+    """Top-1/top-5 and the loss over every image this pass sees on all ranks, and that image count."""
     model.eval()
     top1 = torch.zeros((), dtype=torch.int64, device=device)
     top5 = torch.zeros((), dtype=torch.int64, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
     images_seen = 0
     for images, labels in loader:
         with autocast(device, amp_dtype):
@@ -78,8 +100,9 @@ def evaluate(model, loader, device, amp_dtype):
         hits = best.eq(labels[:, None])
         top1 += hits[:, 0].sum()
         top5 += hits.any(dim=1).sum()
+        loss += torch.nn.functional.cross_entropy(output.float(), labels, reduction="sum")
         images_seen += labels.numel()
-    top1, top5, images_seen = sum_over_ranks([top1.item(), top5.item(), images_seen], device)
+    top1, top5, loss, images_seen = sum_over_ranks([top1.item(), top5.item(), loss.item(), images_seen], device)
     if not images_seen:
-        return None, None, 0
-    return 100 * top1 / images_seen, 100 * top5 / images_seen, int(images_seen)
+        return Evaluation(None, None, None, 0)
+    return Evaluation(100 * top1 / images_seen, 100 * top5 / images_seen, loss / images_seen, int(images_seen))
