@@ -1,16 +1,18 @@
-"""`python -m bench [prep|loaders|train] [options]`; no subcommand runs all three with defaults."""
+"""`python -m bench [prep|loaders|train|doctor] [options]`; no subcommand runs the three benchmarks with defaults.
+`doctor` is the self-check of this machine's paths, not a benchmark."""
 import importlib
 import sys
 
 SUITES = ("loaders", "train", "prep")
+COMMANDS = (*SUITES, "doctor")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUITES:
+    if argv and argv[0] in COMMANDS:
         return importlib.import_module(f"bench.{argv[0]}").main(argv[1:])
     if argv and not argv[0].startswith("-"):
-        sys.exit(f"bench: unknown suite {argv[0]!r}; choose from {', '.join(SUITES)}")
+        sys.exit(f"bench: unknown suite {argv[0]!r}; choose from {', '.join(COMMANDS)}")
     for suite in SUITES:
         print(f"== bench {suite}", flush=True)
         importlib.import_module(f"bench.{suite}").main(argv)

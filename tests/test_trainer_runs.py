@@ -45,14 +45,20 @@ def val_samples(shards):
     return json.loads((shards / "manifest.json").read_text())["splits"]["val"]["samples"]
 
 
+def torchrun(*args, ranks=2):
+    """`torchrun --nproc_per_node=<ranks> -m trainer <args>` on the CPU; the finished process."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m",
+               "trainer", *map(str, args)]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def test_two_process_gloo_ddp_run_writes_the_report(sample_shards, tmp_path):
     out = tmp_path / "ddp"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "trainer"]
-    args = [*TINY, "--data-path", sample_shards, "--output-dir", out, "--batch-size", 8, "--epochs", 1,
-            "--training_step_per_epoch", 4, "--print-freq", 2, "--skip_steps", 1]
-    result = subprocess.run([*torchrun, *map(str, args)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = torchrun(*TINY, "--data-path", sample_shards, "--output-dir", out, "--batch-size", 8, "--epochs", 1,
+                      "--training_step_per_epoch", 4, "--print-freq", 2, "--skip_steps", 1)
     r = report(out)
     assert tuple(r)[:len(REPORT_KEYS)] == REPORT_KEYS
     assert (r["model"], r["local_rank"], r["batch_size"], r["epochs"], r["device"]) == ("resnet18", 0, 8, 1, "cpu")
@@ -66,6 +72,24 @@ def test_two_process_gloo_ddp_run_writes_the_report(sample_shards, tmp_path):
     assert [record["global_step"] for record in log_records(out, "train")] == [2, 4]
     saved = torch.load(out / "checkpoint.pth", weights_only=True)
     assert (saved["epoch"], saved["step"], len(saved["rng"])) == (1, 0, 2)
+
+    # Both ranks evaluated the checkpointed model (rank 0's BatchNorm statistics, not each rank its own): the same
+    # two ranks evaluating the checkpoint afterwards get the same figures.
+    torchrun(*TINY, "--data-path", sample_shards, "--output-dir", tmp_path / "eval", "--batch-size", 8, "--evaluate",
+             "--resume", out / "checkpoint.pth")
+    during, after = log_records(out, "val")[-1], report(tmp_path / "eval")
+    assert (after["acc1_best"], after["val_loss"]) == pytest.approx((during["acc1"], during["loss"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("model, crop", [("googlenet", 32), ("inception_v3", 299)])
+def test_models_with_auxiliary_heads_train_under_ddp(model, crop, tmp_path):
+    """Their auxiliary heads are in the loss, so every parameter has a gradient from the second step on."""
+    out = tmp_path / model
+    torchrun("--device", "cpu", "--loader", "synthetic", "--model", model, "--crop-size", crop, "--batch-size", 2,
+             "--epochs", 1, "--training_step_per_epoch", 3, "--eval_step_per_epoch", 1, "--print-freq", 1,
+             "--skip_steps", 0, "--workers", 1, "--output-dir", out)
+    assert report(out)["global_step"] == 3
+    assert all(math.isfinite(record["loss"]) for record in log_records(out, "train"))
 
 
 RESUMABLE = [*TINY, "--epochs", 2, "--training_step_per_epoch", 3, "--print-freq", 1,

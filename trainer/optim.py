@@ -20,8 +20,17 @@ def build_optimizer(model, args):
         params = model.parameters()
     # fused: one kernel per step, and GradScaler hands it the overflow flag on the device instead of reading it
     # on the host (torch.amp.GradScaler.step), so fp16 training never waits for the GPU. CPUs have it too.
-    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                           nesterov=args.nesterov, fused=True)
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                                nesterov=args.nesterov, fused=True)
+    if args.momentum:
+        # torch's fused SGD allocates its momentum buffers uninitialised (empty_like) at its first step, and its
+        # kernel skips a step GradScaler found to overflow, as fp16's first steps usually do: the next step then
+        # starts from garbage (NaN weights). Zero buffers make the same first step (buffer = momentum * 0 + grad,
+        # dampening being 0) with no such hole.
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    return optimizer
 
 
 def build_scheduler(optimizer, kind, epochs, steps_per_epoch, warmup_epochs, first_step=0):

@@ -1,0 +1,319 @@
+"""`python -m bench doctor`: the self-check to run first on a new machine; every path it has, in a few minutes.
+
+    python -m bench doctor [--device cuda|cpu] [--data-path SHARDS] [--compile | --no-compile] [--out-dir DIR]
+
+It checks, through the public interfaces, what the test suite cannot check without this machine's hardware:
+- each loader backend (dali with the GPU decoder, dali-cpu, cpu with its page-locked ring, synthetic) hands out
+  correctly labelled, correctly normalised batches on the device, in float32/NCHW, float16 and bfloat16
+  channels_last, over a colour-coded image set (bench.colours) where every output image says which sample it is;
+- trainer steps with fp16 and bf16 autocast and channels_last, eager and torch.compile'd, with the host-sync
+  guard on (`--check-syncs`: torch.cuda.set_sync_debug_mode on a GPU), and finite losses;
+- a short DDP run over the GPUs (nccl; 2 or more) or two CPU processes (gloo);
+- images/s of the trainer fed by each loader beside the synthetic ceiling, and the bottleneck verdict;
+- library, driver and device versions.
+A check this machine cannot run says so and why. The exit status is 1 if any check FAILs. Everything, with
+the failures' tracebacks, is saved as JSON (bench/results/doctor-<machine>.json): send that file with a bug
+report.
+"""
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+import pipeline
+from bench import colours, results
+from bench.data import imagenet_sized_shards
+from bench.train import trainer_report, verdict
+from prep import imagenet as prep_imagenet
+from trainer.fit import main as run_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+PASS, FAIL, NOT_RUN = "pass", "FAIL", "not run"
+FORMATS = ((torch.float32, False), (torch.float16, True), (torch.bfloat16, True))
+LOADER_GEOMETRY = dict(crop_size=32, val_size=36, workers=2)
+LOADER_BATCH = 8
+# The trainer's step checks and speed runs, sized to finish in minutes: the CPU ones are only a smoke test.
+SIZES = {
+    "cuda": dict(step_model="resnet50", step_crop=128, step_batch=32, speed_model="resnet50", speed_crop=224,
+                 speed_batch=64, speed_steps=24, speed_skip=6),
+    "cpu": dict(step_model="resnet18", step_crop=32, step_batch=8, speed_model="resnet18", speed_crop=64,
+                speed_batch=16, speed_steps=4, speed_skip=2),
+}
+
+
+@dataclass
+class Row:
+    check: str
+    result: str
+    figure: str = ""
+    detail: str = ""  # a failure's traceback (JSON only)
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def expect(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench doctor", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when there is one")
+    p.add_argument("--data-path", type=Path, help="prep output dir for the throughput runs (default: an "
+                   "ImageNet-sized sample under build/bench/data)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="include the torch.compile steps (default: on a GPU; on a CPU they take minutes of C++ "
+                        "builds)")
+    p.add_argument("--out-dir", type=Path, default=results.RESULTS_DIR,
+                   help="where doctor-<machine>.json goes (default: bench/results)")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available here; run with --device cpu for the CPU subset")
+    args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.compile = args.device.type == "cuda" if args.compile is None else args.compile
+    if args.data_path and not (args.data_path / "manifest.json").is_file():
+        p.error(f"--data-path {args.data_path}: no manifest.json (a prep output dir is needed)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv or [])
+    rows = [Row("versions", "info", versions())]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        data = colour_data(scratch)
+        for check in (loader_checks(data, args.device), step_checks(args, scratch), [ddp_check(args, scratch)],
+                      speed_checks(args, scratch)):
+            for row in check:
+                rows.append(row)
+                print(f"{row.check:<44} {row.result:<8} {row.figure}", flush=True)
+    print_table(rows, time.perf_counter() - started)
+    path = save(rows, args)
+    failed = [row for row in rows if row.result == FAIL]
+    print(f"saved {path}" + (f"; {len(failed)} check(s) FAILED: send that file and this table with the report"
+                             if failed else ""))
+    return 1 if failed else 0
+
+
+def checked(name, run):
+    """A Row from `run()` -> figure; an exception is a FAIL naming it (its traceback kept for the JSON)."""
+    try:
+        return Row(name, PASS, run())
+    except (Exception, SystemExit) as error:  # a check reports whatever went wrong, then the next one runs
+        summary = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return Row(name, FAIL, f"{type(error).__name__}: {summary}"[:200], traceback.format_exc())
+
+
+def versions():
+    info = results.machine_info()
+    parts = [f"python {info['python']}", *(f"{name} {v}" for name, v in info["libraries"].items())]
+    if torch.cuda.is_available():
+        parts += [f"CUDA {torch.version.cuda}", f"cuDNN {torch.backends.cudnn.version()}",
+                  f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}", f"driver {_driver_version()}",
+                  f"{info['gpu_count']} x {info['gpu']}"]
+    else:
+        parts.append("no CUDA device")
+    return ", ".join(parts) + f"; {info['cpu']}, {info['cores']} cores"
+
+
+def _driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (no nvidia-smi)"
+    return out[0] if out else "unknown"
+
+
+# --- loaders --------------------------------------------------------------------------------------------
+
+def colour_data(scratch):
+    """bench.colours' image set as prep writes it: shards and the folder layout side by side."""
+    src = colours.write_tree(scratch / "colours")
+    out = scratch / "colour-shards"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        status = prep_imagenet.main(["--src", str(src), "--out", str(out), "--layout", "both", "--workers", "1"])
+    if status:
+        raise SystemExit(f"bench doctor: prep of the colour-coded set in {src} failed (exit {status})")
+    return out
+
+
+def loader_checks(data, device):
+    usable = pipeline.available_backends(device.type == "cuda")
+    for backend in pipeline.BACKENDS:
+        name = f"loader {backend} on {device.type}"
+        why_not = _why_not_here(backend, device, usable)
+        if why_not:
+            yield Row(name, NOT_RUN, why_not)
+            continue
+        yield checked(name, lambda backend=backend: _check_backend(data, backend, device))
+
+
+def _why_not_here(backend, device, usable):
+    if backend in usable and not (backend == "dali" and device.type != "cuda"):
+        return None
+    if backend == "dali" and device.type != "cuda":
+        return "needs a CUDA device (nvJPEG decode)"
+    return "needs NVIDIA DALI: pip install 'imagenet-feed[dali]'"
+
+
+def _check_backend(data, backend, device):
+    for dtype, channels_last in FORMATS:
+        for split in ("train", "val"):
+            _check_epoch(data, backend, device, split, dtype, channels_last)
+    what = "shapes, dtypes, layouts" if backend == "synthetic" else \
+        f"{colours.TRAIN} train + {colours.VAL} val images each: labels, colours, coverage"
+    return f"fp32/NCHW, fp16/CL, bf16/CL x train, val: {what}"
+
+
+def _check_epoch(data, backend, device, split, dtype, channels_last):
+    loader = pipeline.make_loader(data, split, backend, LOADER_BATCH, device=device, dtype=dtype,
+                                  channels_last=channels_last, **LOADER_GEOMETRY)
+    loader.set_epoch(1)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    where = f"{split} {dtype} {'channels_last' if channels_last else 'NCHW'}"
+    ids, labels, steps = [], [], 0
+    for images, batch_labels in loader:
+        steps += 1
+        expect(images.device.type == device.type and batch_labels.device.type == device.type,
+               f"{where}: batch on {images.device}/{batch_labels.device}, asked for {device}")
+        expect(images.dtype == dtype and images.is_contiguous(memory_format=memory_format),
+               f"{where}: images are {images.dtype} with strides {images.stride()}")
+        expect(images.shape[1:] == (3, 32, 32) and batch_labels.dtype == torch.int64,
+               f"{where}: images {tuple(images.shape)}, labels {batch_labels.dtype}")
+        expect(colours.in_range(images), f"{where}: values outside the normalised range of 0..255 pixels")
+        ids.extend(colours.identify(images))
+        labels.extend(batch_labels.tolist())
+    expect(steps == len(loader), f"{where}: {steps} batches, len() says {len(loader)}")
+    if backend == "synthetic":
+        return
+    ids, labels = np.array(ids), np.array(labels)
+    expect(np.array_equal(labels, colours.sample_class(ids)), f"{where}: labels do not match their images")
+    if split == "train":
+        expect(len(set(ids)) == len(ids) == len(loader) * LOADER_BATCH, f"{where}: a sample repeats")
+    else:
+        expect(sorted(ids) == list(range(colours.TRAIN, colours.TRAIN + colours.VAL)),
+               f"{where}: validation does not show every image once")
+
+
+# --- trainer steps ----------------------------------------------------------------------------------------
+
+def step_checks(args, scratch):
+    sizes = SIZES[args.device.type]
+    for amp in ("fp16", "bf16"):
+        for compiled in (False, True):
+            name = f"train step amp {amp}, channels_last" + (", compiled" if compiled else "")
+            if compiled and not args.compile:
+                yield Row(name, NOT_RUN, "torch.compile on a CPU takes minutes of C++ builds (--compile runs it)")
+                continue
+            argv = ["--loader", "synthetic", "--model", sizes["step_model"], "--crop-size", sizes["step_crop"],
+                    "--batch-size", sizes["step_batch"], "--amp", amp, "--channels-last"]
+            argv += ["--compile"] if compiled else []
+            yield checked(name, lambda argv=argv, out=scratch / f"step-{amp}-{compiled}": _step_run(args, argv, out))
+
+
+def _step_run(args, argv, out):
+    """A short trainer run with the host-sync guard on every step past the warm-up; its losses must be finite."""
+    argv = [*argv, "--device", args.device.type, "--epochs", 1, "--training_step_per_epoch", 8,
+            "--eval_step_per_epoch", 1, "--skip_steps", 3, "--print-freq", 1, "--output-dir", out]
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = run_trainer([str(a) for a in argv])
+    losses = _train_losses(out)
+    expect(losses and all(math.isfinite(loss) for loss in losses), f"losses {losses}")
+    return f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, no host sync in 5 guarded steps, " \
+           f"{report['train_fps_mean']:.0f} img/s"
+
+
+def _train_losses(out):
+    records = map(json.loads, (out / "log.jsonl").read_text().splitlines())
+    return [record["loss"] for record in records if record["phase"] == "train"]
+
+
+# --- DDP ----------------------------------------------------------------------------------------------------
+
+def ddp_check(args, scratch):
+    gpus = torch.cuda.device_count() if args.device.type == "cuda" else 0
+    if args.device.type == "cuda" and gpus < 2:
+        return Row("ddp nccl", NOT_RUN, f"needs 2 or more GPUs, this machine has {gpus}")
+    ranks, backend = (gpus, "nccl") if gpus else (2, "gloo")
+    return checked(f"ddp {backend}, {ranks} ranks", lambda: _ddp_run(args, ranks, scratch / "ddp"))
+
+
+def _ddp_run(args, ranks, out):
+    sizes = SIZES[args.device.type]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m",
+               "trainer", "--device", args.device.type, "--loader", "synthetic", "--model", sizes["step_model"],
+               "--crop-size", sizes["step_crop"], "--batch-size", sizes["step_batch"], "--epochs", 1,
+               "--training_step_per_epoch", 6, "--eval_step_per_epoch", 2, "--skip_steps", 2, "--print-freq", 2,
+               "--workers", 1, "--output-dir", out]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(a) for a in command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    expect(done.returncode == 0, f"torchrun exited {done.returncode}: {done.stderr.strip()[-300:]}")
+    report = json.loads((out / "report.json").read_text())
+    expect(report["world_size"] == ranks, f"world size {report['world_size']}, launched {ranks}")
+    losses = _train_losses(out)
+    expect(all(math.isfinite(loss) for loss in losses), f"losses {losses}")
+    return f"{report['global_step']} steps, {report['train_fps_mean']:.0f} img/s over {ranks} ranks, " \
+           f"{report['val_images']} val images"
+
+
+# --- throughput ---------------------------------------------------------------------------------------------
+
+def speed_checks(args, scratch):
+    sizes = SIZES[args.device.type]
+    usable = pipeline.available_backends(args.device.type == "cuda")
+    loaders = ["synthetic", *(b for b in pipeline.BACKENDS if b in usable and b != "synthetic")]
+    run = SimpleNamespace(device=args.device.type, model=sizes["speed_model"], batch_size=sizes["speed_batch"],
+                          crop_size=sizes["speed_crop"], steps=sizes["speed_steps"], skip_steps=sizes["speed_skip"],
+                          print_freq=sizes["speed_steps"], amp="bf16" if args.device.type == "cuda" else "off",
+                          channels_last=args.device.type == "cuda", workers=None)
+    data = args.data_path or imagenet_sized_shards(run.batch_size * (run.steps + run.skip_steps))
+    measured = {}
+    for loader in loaders:
+        row = checked(f"img/s {loader}", lambda loader=loader: _speed(run, data, loader, scratch, measured))
+        yield row
+    if len(measured) > 1 and "synthetic" in measured:
+        synthetic = measured["synthetic"]["train_fps_mean"]
+        for row in measured.values():
+            row["ratio_to_synthetic"] = row["train_fps_mean"] / synthetic
+        yield Row("bottleneck", "info", verdict(measured))
+
+
+def _speed(run, data, loader, scratch, measured):
+    report = trainer_report(run, data, loader, scratch / f"speed-{loader}")
+    measured[loader] = report
+    return f"{report['train_fps_mean']:.0f} img/s, data wait {report['data_wait_share']:.0%} " \
+           f"({run.model} {run.crop_size} px, batch {run.batch_size}, amp {run.amp})"
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+
+def print_table(rows, seconds):
+    width = max(len(row.check) for row in rows)
+    print(f"\nbench doctor ({seconds:.0f} s)")
+    print(f"{'check':<{width}}  {'result':<8} figure")
+    for row in rows:
+        print(f"{row.check:<{width}}  {row.result:<8} {row.figure}")
+    not_run = [row.check for row in rows if row.result == NOT_RUN]
+    if not_run:
+        print(f"not run here: {', '.join(not_run)}")
+
+
+def save(rows, args):
+    return results.save("doctor", {"device": str(args.device), "rows": [asdict(row) for row in rows]}, args.out_dir)

@@ -1,0 +1,27 @@
+"""`python -m bench doctor` on this CPU machine: the CPU subset passes, the GPU checks say why they did not run,
+and the JSON a user would send holds every row."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_doctor_runs_the_cpu_subset_and_names_what_it_could_not_run(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "doctor", "--device", "cpu", "--out-dir", tmp_path],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    saved = json.loads(next(tmp_path.glob("doctor-*.json")).read_text())
+    rows = {row["check"]: row for row in saved["rows"]}
+    passed = {check for check, row in rows.items() if row["result"] == "pass"}
+    assert {"loader cpu on cpu", "loader dali-cpu on cpu", "loader synthetic on cpu",
+            "train step amp fp16, channels_last", "train step amp bf16, channels_last",
+            "ddp gloo, 2 ranks", "img/s synthetic", "img/s cpu", "img/s dali-cpu"} <= passed
+    assert rows["loader dali on cpu"]["result"] == "not run"
+    assert "CUDA" in rows["loader dali on cpu"]["figure"]
+    assert rows["train step amp bf16, channels_last, compiled"]["result"] == "not run"
+    assert "no host sync in 5 guarded steps" in rows["train step amp fp16, channels_last"]["figure"]
+    assert rows["bottleneck"]["figure"].split(":")[0] in ("compute-bound", "data-bound", "data-bound (shared cores)")
+    assert "torch " in rows["versions"]["figure"] and "no CUDA device" in rows["versions"]["figure"]
+    assert "not run here: loader dali on cpu" in done.stdout
