@@ -231,7 +231,7 @@ def step_checks(args, scratch):
 def _step_run(args, argv, out):
     """A short trainer run with the host-sync guard on every step past the warm-up; its losses must be finite."""
     argv = [*argv, "--device", args.device.type, "--epochs", 1, "--training_step_per_epoch", 8,
-            "--eval_step_per_epoch", 1, "--skip_steps", 3, "--print-freq", 1, "--output-dir", out]
+            "--eval_step_per_epoch", 1, "--skip_steps", 3, "--print-freq", 1, "--check-syncs", "--output-dir", out]
     with contextlib.redirect_stdout(io.StringIO()):
         report = run_trainer([str(a) for a in argv])
     losses = _train_losses(out)

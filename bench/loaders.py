@@ -2,14 +2,19 @@
 
     python -m bench loaders [--data-path SHARDS] [--batch-size 64] [--workers N] [--steps 24] [--backends ...]
 
-Every backend reads the same prep output: the shards (cpu, dali-cpu, dali), or its DeepLearningExamples
-folder layout (the baseline: torchvision ImageFolder + PIL + RandomResizedCrop + RandomHorizontalFlip +
-ToTensor + Normalize in a DataLoader with the same worker count). Without --data-path an ImageNet-sized
-sample (prep.sample --size imagenet, ~500x375 q90 JPEGs) big enough to time within one epoch is made once
-under build/bench/data. Each round builds every loader afresh and drops as many batches as its workers can
-have decoded ahead (worker start-up, pipeline build, full queues), then times --steps batches; rounds
-alternate between backends and the median counts. Batches are consumed and dropped on this machine's device
-(the baseline's are copied there too): this is the loader alone.
+Every backend that decodes reads the same prep output: the shards (cpu, dali-cpu, dali), or its
+DeepLearningExamples folder layout (the baseline: torchvision ImageFolder + PIL + RandomResizedCrop +
+RandomHorizontalFlip + ToTensor + Normalize in a DataLoader with the same worker count). The synthetic backend
+decodes nothing (it hands out one resident batch), so it has no row here; `bench train` uses it as the compute
+ceiling. Without --data-path an ImageNet-sized sample (prep.sample --size imagenet, ~500x375 q90 JPEGs) big
+enough for one timed pass is made once under build/bench/data.
+
+Each round builds every loader afresh, its passes exactly the batches the round reads, and times it through the
+loader interface (make_loader, set_epoch, iter): the set-up of its first pass (building it included, up to the
+first batch); the throughput over --steps batches, once as many as its workers can have decoded ahead are
+dropped (full queues); the set-up of its next pass (set_epoch + iter to the first batch: what every further
+epoch pays). Rounds alternate between backends and the medians count. Batches are consumed and dropped on this
+machine's device (the baseline's are copied there too): this is the loader alone.
 Also printed: single-core JPEG decode rates (libjpeg-turbo full size and DCT-scaled, Pillow), to read the
 loader figures against.
 """
@@ -31,6 +36,8 @@ from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, default_workers
 from pipeline.readers import open_reader
 
 BASELINE = "torchvision"
+LOADERS = tuple(backend for backend in pipeline.BACKENDS if backend != "synthetic")
+MEASURES = ("images_per_s", "first_pass_setup_s", "later_pass_setup_s")
 DECODE_SAMPLES = 100
 
 
@@ -42,13 +49,21 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, default=default_workers(), help="workers/threads (default: cores)")
     parser.add_argument("--steps", type=int, default=24, help="timed batches per run (default 24)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median counts (default 3)")
-    parser.add_argument("--backends", default=",".join(pipeline.available_backends()),
-                        help="comma-separated, from " + ", ".join(pipeline.BACKENDS) + " (default: those usable here)")
+    usable = [backend for backend in pipeline.available_backends() if backend in LOADERS]
+    parser.add_argument("--backends", default=",".join(usable),
+                        help="comma-separated, from " + ", ".join(LOADERS) + " (default: those usable here)")
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
-    unknown = [b for b in args.backends if b not in pipeline.BACKENDS]
+    if "synthetic" in args.backends:
+        parser.error("--backends: synthetic decodes nothing (it hands out one resident batch), so it is no loader "
+                     "to time against torchvision; `python -m bench train` uses it as the compute ceiling")
+    unknown = [b for b in args.backends if b not in LOADERS]
     if unknown:
-        parser.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(pipeline.BACKENDS)}")
+        parser.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(LOADERS)}")
+    unusable = [b for b in args.backends if b not in usable]
+    if unusable:  # an optional part missing: one line saying what to install
+        parser.exit(2, f"bench loaders: --backends {','.join(unusable)} cannot run here: the dali backends need "
+                       "NVIDIA DALI (pip install 'imagenet-feed[dali]'), dali a GPU as well\n")
     for flag in ("batch_size", "workers", "steps", "rounds"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
@@ -58,18 +73,23 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv or [])
     warmup = warmup_batches(args.workers)
-    data_path = args.data_path or imagenet_sized_shards(args.batch_size * (warmup + args.steps))
+    batches = warmup + args.steps  # one pass of every loader
+    data_path = args.data_path or imagenet_sized_shards(args.batch_size * batches)
     images = dataset.open_dataset(data_path).split("train").samples
+    if images // args.batch_size < batches:
+        raise SystemExit(f"bench loaders: {data_path} has {images} train images, {images // args.batch_size} "
+                         f"batches of {args.batch_size}; a timed pass reads {batches} ({warmup} to fill the "
+                         "queues, then --steps): give more data or fewer --steps")
     with tempfile.TemporaryDirectory() as scratch:
         folders = folder_layout(data_path, Path(scratch))
         runs = {name: [] for name in [BASELINE, *args.backends]}
         for round_number in range(args.rounds):
             for name in runs:
-                make = (lambda: baseline_loader(folders, args)) if name == BASELINE else \
+                make = (lambda: baseline_loader(folders, args, batches)) if name == BASELINE else \
                     (lambda name=name: pipeline.make_loader(data_path, "train", name, args.batch_size,
-                                                            workers=args.workers))
-                runs[name].append(images_per_second(make, warmup, args.steps))
-                print(f"round {round_number + 1}/{args.rounds} {name:>12}: {runs[name][-1]:8.0f} img/s", flush=True)
+                                                            workers=args.workers, steps=batches))
+                runs[name].append(time_loader(make, warmup, args.steps))
+                print(f"round {round_number + 1}/{args.rounds} {name:>12}: {format_run(runs[name][-1])}", flush=True)
     decode = decode_rates(data_path)
     table = summarise(runs)
     print_table(table, decode, args, images)
@@ -87,11 +107,15 @@ def warmup_batches(workers):
     return 2 * workers + 2
 
 
-def images_per_second(make_loader, warmup, steps):
-    """Build a loader, drop `warmup` batches, then time `steps` batches (across epochs if the data is small)."""
+def time_loader(make_loader, warmup, steps):
+    """Build a loader whose passes are `warmup + steps` batches long and time, through its interface: the set-up
+    of its first pass (building it included), images/s over the pass's last `steps` batches once `warmup` are
+    dropped, and the set-up of its next pass. Returns {measure: value} for MEASURES."""
+    started = time.perf_counter()
     loader = make_loader()
-    batches = _endless(loader)
-    for _ in range(warmup):
+    _, batches = _start_pass(loader, epoch=0)
+    first_pass_setup = time.perf_counter() - started
+    for _ in range(warmup - 1):  # the first batch is one of them
         images, _ = next(batches)
     _finished(images)
     seen = 0
@@ -101,8 +125,22 @@ def images_per_second(make_loader, warmup, steps):
         seen += len(labels)
     _finished(images)
     rate = seen / (time.perf_counter() - start)
+    if next(batches, None) is not None:
+        raise RuntimeError("bench loaders: a pass was longer than the batches it was built for")
+    later_pass_setup, batches = _start_pass(loader, epoch=1)
     del batches, loader
-    return rate
+    return dict(zip(MEASURES, (rate, first_pass_setup, later_pass_setup)))
+
+
+def _start_pass(loader, epoch):
+    """set_epoch + iter + the first batch: the seconds that took, and the pass's further batches."""
+    started = time.perf_counter()
+    if hasattr(loader, "set_epoch"):  # the torchvision baseline has none
+        loader.set_epoch(epoch)
+    batches = iter(loader)
+    first = next(batches)
+    _finished(first[0])
+    return time.perf_counter() - started, batches
 
 
 def _finished(images):
@@ -111,16 +149,7 @@ def _finished(images):
         torch.cuda.synchronize()
 
 
-def _endless(loader):
-    epoch = 0
-    while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
-def baseline_loader(folders, args):
+def baseline_loader(folders, args, batches):
     import torchvision
     from torchvision import transforms
 
@@ -129,7 +158,8 @@ def baseline_loader(folders, args):
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     train = torchvision.datasets.ImageFolder(str(folders / "train"), transform)
     cuda = torch.cuda.is_available()
-    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
+    sampler = torch.utils.data.RandomSampler(train, num_samples=batches * args.batch_size)  # the pass, as `steps=`
+    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=args.workers, persistent_workers=True, pin_memory=cuda)
     return CudaBatches(loader) if cuda else loader
 
@@ -190,19 +220,31 @@ def decode_rates(data_path, repeats=3):
     return rates
 
 
+def format_run(run):
+    return (f"{run['images_per_s']:8.0f} img/s, set-up {run['first_pass_setup_s']:.2f} s first pass, "
+            f"{run['later_pass_setup_s']:.2f} s later pass")
+
+
 def summarise(runs):
-    base = statistics.median(runs[BASELINE])
-    return {name: {"images_per_s": statistics.median(rates), "rounds": rates,
-                   "ratio_to_baseline": statistics.median(rates) / base} for name, rates in runs.items()}
+    """{loader: [{measure: value} per round]} -> {loader: the median of each measure, the throughput's ratio to
+    the baseline's, and the rounds}."""
+    medians = {name: {measure: statistics.median(run[measure] for run in rounds) for measure in MEASURES}
+               for name, rounds in runs.items()}
+    base = medians[BASELINE]["images_per_s"]
+    return {name: {**row, "ratio_to_baseline": row["images_per_s"] / base, "rounds": runs[name]}
+            for name, row in medians.items()}
 
 
 def print_table(table, decode, args, images):
     print(f"\nloader-only train throughput at 224, batch {args.batch_size}, {args.workers} workers, "
           f"{args.steps} timed batches x {args.rounds} rounds (median), {images} train images; "
           f"baseline on PIL {PIL.__version__}")
-    print(f"{'loader':>14} {'img/s':>9} {'x baseline':>11}")
+    print("set-up: set_epoch + iter to the first batch, in the first pass of a fresh loader (building it "
+          "included) and in a later pass")
+    print(f"{'loader':>14} {'img/s':>9} {'x baseline':>11} {'set-up: first pass':>19} {'later pass':>11}")
     for name, row in table.items():
-        print(f"{name:>14} {row['images_per_s']:9.0f} {row['ratio_to_baseline']:10.2f}x")
+        print(f"{name:>14} {row['images_per_s']:9.0f} {row['ratio_to_baseline']:10.2f}x "
+              f"{row['first_pass_setup_s']:17.2f} s {row['later_pass_setup_s']:9.2f} s")
     print("\nsingle-core decode")
     for name, rate in decode.items():
         print(f"{name:>34} {rate:7.0f} img/s")

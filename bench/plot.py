@@ -1,14 +1,12 @@
-"""PNG plots of benchmark results (matplotlib, Agg backend: no display needed)."""
-import matplotlib
+"""PNG plots of benchmark results (matplotlib, Agg backend: no display needed).
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from prep.atomic import atomic_file  # noqa: E402
+matplotlib is optional: imported when a plot is drawn, its absence an ImportError saying what to install."""
+from prep.atomic import atomic_file
 
 
 def plot_train(result, path, loaders_result=None):
     """Trainer images/s per timing window over the steps, per loader; dashed: the loader-only ceilings."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     colors = {}
     for name, row in result["loaders"].items():
@@ -20,7 +18,7 @@ def plot_train(result, path, loaders_result=None):
     if loaders_result:
         crop = loaders_result.get("crop_size", "?")
         for name, row in loaders_result["loaders"].items():
-            if name != "synthetic":  # a resident batch has no decode ceiling to draw
+            if name != "synthetic":  # results saved before `bench loaders` left synthetic out still hold it
                 ax.axhline(row["images_per_s"], linestyle="--", linewidth=1, color=colors.get(name, "grey"),
                            label=f"{name} loader alone, {crop} px ({row['images_per_s']:.0f})")
     ax.set_xlabel("training step (end of timing window)")
@@ -35,6 +33,17 @@ def plot_train(result, path, loaders_result=None):
         fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'imagenet-feed[plots]'", name="matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _spread(ax):

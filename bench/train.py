@@ -92,7 +92,11 @@ def main(argv=None):
     payload = summarise(args, data_path, best, trainer_runs, bare_runs)
     print_table(payload)
     path = results.save("train", payload)
-    image = plot.plot_train(payload, path.with_suffix(".png"), loaders_result(path))
+    try:
+        image = plot.plot_train(payload, path.with_suffix(".png"), loaders_result(path))
+    except ImportError as missing:  # matplotlib is optional: the figures are saved, only the PNG is not drawn
+        print(f"saved {path}; no PNG: {missing}")
+        return 0
     print(f"saved {path} and {image}")
     return 0
 

@@ -21,14 +21,28 @@ _MODULES = {"dali": "pipeline.dali", "dali-cpu": "pipeline.dali", "cpu": "pipeli
             "synthetic": "pipeline.synthetic"}
 
 
+class MissingDependency(ImportError):
+    """A backend's optional library is not installed; the message says what to install."""
+
+
 def available_backends(cuda=None):
     """The backends that can run here: `dali` needs DALI and a GPU, `dali-cpu` DALI (looked up, not imported)."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    try:
-        dali = importlib.util.find_spec("nvidia.dali") is not None
-    except ModuleNotFoundError:  # no `nvidia` namespace package at all
-        dali = False
+    dali = _dali_installed()
     return tuple(b for b in BACKENDS if b == "cpu" or b == "synthetic" or dali and (b == "dali-cpu" or cuda))
+
+
+def require(backend):
+    """Raise MissingDependency if `backend` needs a library that is not installed."""
+    if backend in ("dali", "dali-cpu") and not _dali_installed():
+        raise MissingDependency(f"the {backend} backend needs NVIDIA DALI: pip install 'imagenet-feed[dali]'")
+
+
+def _dali_installed():
+    try:
+        return importlib.util.find_spec("nvidia.dali") is not None
+    except ModuleNotFoundError:  # no `nvidia` namespace package at all
+        return False
 
 
 def make_loader(data_path, split, backend, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
@@ -45,6 +59,7 @@ def make_loader(data_path, split, backend, batch_size, *, device=None, dtype=tor
         raise ValueError(f"pipeline: unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if batch_size < 1:
         raise ValueError(f"pipeline: batch_size must be positive, got {batch_size}")
+    require(backend)
     from pipeline.options import LoaderOptions
 
     options = LoaderOptions.build(split=split, batch_size=batch_size, device=device, dtype=dtype,

@@ -18,6 +18,7 @@ resampled, and samples repeat or go missing at the ends. Index reads give the DA
 package promises: one global permutation per (seed, epoch) split over the ranks, equal steps per rank,
 every sample at most once, at the same speed (one pread per sample, which the decode dwarfs).
 """
+import gc
 import itertools
 import multiprocessing
 import warnings
@@ -77,7 +78,8 @@ class CpuLoader:
         return _gpu_prefetch(batches, self._options) if self._on_gpu else batches
 
     def _batches(self):
-        results = iter(self._loader)  # forks the workers on the first pass
+        forks = self._loader._iterator is None  # persistent workers: forked on the first pass, or after an error
+        results = _forking_safely(self._loader) if forks else iter(self._loader)
         if self._on_gpu and self._unpin is None:
             self._unpin = _pin(self._ring)
         try:
@@ -184,6 +186,18 @@ def _pin(tensor):
     if error:
         raise RuntimeError(f"pipeline: cudaHostRegister of the {nbytes >> 20} MiB batch ring failed (error {error})")
     return weakref.finalize(tensor, cudart.cudaHostUnregister, tensor.data_ptr())
+
+
+def _forking_safely(loader):
+    """iter(loader), which forks the workers when they do not exist yet. Garbage that holds native threads (a
+    DALI pipeline left in a reference cycle, say) is collected first, here, and what lives on is kept out of the
+    workers' collections: its destructor must never run in a forked copy of the process."""
+    gc.collect()
+    gc.freeze()
+    try:
+        return iter(loader)
+    finally:
+        gc.unfreeze()
 
 
 def _one_thread(worker_id):

@@ -18,18 +18,14 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from tqdm import tqdm
-
 from prep import folders, manifest, report
 from prep.atomic import write_atomically
 from prep.devkit import LabelError
 from prep.manifest import SPLITS
+from prep.progress import progress
 from prep.shards import SCRATCH, Options, finished, plan, write_shard
 from prep.sources import SourceError, label_mismatch, open_source, stray_sample
 from prep.tario import ArchiveError
-
-# tqdm's monitor thread would make forking the workers unsafe (see worker_pool); the bars need no watchdog.
-tqdm.monitor_interval = 0
 
 LAYOUTS = ("shards", "folders", "both")
 INPUT_ERRORS = (SourceError, LabelError, ArchiveError)
@@ -68,8 +64,8 @@ def parse_args(argv):
               (args.max_rejects < 0, "--max-rejects must be at least 0"),
               (args.max_member_bytes < 1, "--max-member-bytes must be at least 1"))
     checks += ((args.layout != "folders" and importlib.util.find_spec("wds2idx") is None,
-                "the .idx files are written by DALI's wds2idx module: pip install nvidia-dali-cuda130 "
-                "(or use --layout folders)"),)
+                "the .idx files are written by DALI's wds2idx module: "
+                "pip install 'imagenet-feed[dali]' (or use --layout folders)"),)
     for failed, message in checks:
         if failed:
             parser.exit(2, f"prep: {message}\n")
@@ -147,7 +143,7 @@ def write_splits(source, classes, args, options):
     Returns ({split: Split}, jobs in shard order, {shard name: record})."""
     labels = {wnid: index for index, wnid in enumerate(classes)}
     found, jobs, records, waiting, rejects = {}, [], {}, [], Rejects(args.max_rejects)
-    with worker_pool(args.workers) as pool, tqdm(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
+    with worker_pool(args.workers) as pool, progress(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
         for split in args.splits:
             found[split] = source.split(split, pool.map)
             stray = stray_sample(found[split], classes)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 from PIL import Image
-from tqdm import tqdm
 
 from prep.atomic import atomic_file
+from prep.progress import progress as progress_bar
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -316,7 +316,7 @@ def write_sample(out, *, classes=10, train_per_class=100, val_per_class=20, size
 
     archives = {name: out / name for name in (TRAIN_TAR, VAL_TAR, DEVKIT_TAR)}
     total = classes * (train_per_class + val_per_class)
-    with tqdm(total=total, unit="img", desc="prep.sample", disable=not progress) as bar:
+    with progress_bar(total=total, unit="img", desc="prep.sample", disable=not progress) as bar:
         write_train(archives[TRAIN_TAR], wnids, train_keys, planted, size, quality, seed, bar)
         write_val(archives[VAL_TAR], val_classes, size, quality, seed, bar)
     table = synsets(named, ilsvrc_ids, [train_per_class] * classes)

@@ -15,9 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from tqdm import tqdm
-
 from prep.devkit import kaggle_classes, kaggle_val, load_devkit, val_map
+from prep.progress import progress
 from prep.tario import WNID, Member, decompress, image_key, scan
 
 ARCHIVES = {"train": "ILSVRC2012_img_train", "val": "ILSVRC2012_img_val"}
@@ -129,8 +128,9 @@ class Archives:
         labels = [f"{name}/{tar.name}" for _, tar in tars]
         scans = mapper(scan, [path] * len(tars), labels, [tar.offset for _, tar in tars],
                        [tar.offset + tar.size for _, tar in tars])
-        progress = tqdm(scans, total=len(tars), desc="index class tars", unit="tar", leave=False)
-        for (wnid, _), label, (members, unsafe) in zip(tars, labels, progress):
+        # the bar first in the zip: its end ends the loop, and closes the bar
+        scanned = progress(scans, total=len(tars), desc="index class tars", unit="tar", leave=False)
+        for (members, unsafe), (wnid, _), label in zip(scanned, tars, labels):
             yield from ((None, u, None) for u in unsafe)
             yield from ((label, m, (wnid, str(path), m.offset)) for m in members)
 
@@ -144,7 +144,7 @@ class Archives:
             self.scratch.mkdir(parents=True, exist_ok=True)
             print(f"prep: {archive.name} is gzip-compressed and gzip allows no random access: decompressing it "
                   f"once to {plain} (removed at the end)", file=sys.stderr)
-            with tqdm(total=archive.stat().st_size, unit="B", unit_scale=True, desc="gunzip", leave=False) as bar:
+            with progress(total=archive.stat().st_size, unit="B", unit_scale=True, desc="gunzip", leave=False) as bar:
                 decompress(archive, plain, bar)
         return plain
 
@@ -213,9 +213,9 @@ class Tree:
         wnids = self._by_class(split)
         if wnids:
             folders = [base / wnid for wnid in wnids]
-            listings = tqdm(mapper(_listing, folders), total=len(wnids), desc=f"list {split}/", unit="class",
-                            leave=False)
-            candidates = (c for wnid, folder, entries in zip(wnids, folders, listings)
+            listings = progress(mapper(_listing, folders), total=len(wnids), desc=f"list {split}/", unit="class",
+                                leave=False)  # first in the zip below: its end ends the loop, and closes the bar
+            candidates = (c for entries, wnid, folder in zip(listings, wnids, folders)
                           for c in self._candidates(folder, entries, lambda name, wnid=wnid: wnid))
         else:
             candidates = self._candidates(base, _listing(base), _labelled_by(self._val_labels))

@@ -12,9 +12,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from prep import manifest
+from prep.progress import progress
 from prep.tario import CHUNK, KEY, unsafe_reason
 
 
@@ -30,9 +29,9 @@ def verify(out):
         return [f"{out / manifest.NAME}: unreadable manifest ({type(error).__name__}: {error})"]
     if shards and importlib.util.find_spec("wds2idx") is None:
         return [f"checking the {len(shards)} shards' .idx files needs DALI's wds2idx module: "
-                "pip install nvidia-dali-cuda130"]
+                "pip install 'imagenet-feed[dali]'"]
     problems = []
-    with tqdm(total=total, unit="B", unit_scale=True, desc="verify") as bar:
+    with progress(total=total, unit="B", unit_scale=True, desc="verify") as bar:
         for split, entry in splits.items():
             per_class = [0] * len(classes)
             for shard in entry["shards"]:

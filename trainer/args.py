@@ -1,16 +1,25 @@
-"""Command line of `python -m trainer`: the ResNet-50 guide's flags as spelled there, the VGG16 guide's aliases,
-and the recipe knobs (optimizer, schedule, AMP). User errors are one line on stderr and exit status 2."""
+"""Command line of `python -m trainer`: the ResNet-50 guide's flags as spelled there, the VGG16 guide's (pytorch/
+examples' imagenet/main.py as Ascend ModelZoo adapted it), and the recipe knobs (optimizer, schedule, AMP). User
+errors are one line on stderr and exit status 2."""
 import argparse
+import math
 import os
+import urllib.parse
 from pathlib import Path
 
 import torch
 
 import pipeline
-from trainer.model import classification_models
+from trainer.distributed import BACKENDS, init_method_for
+from trainer.model import check_train_crop, classification_models
 
 SCHEDULES = ("step", "cosine", "linear")
 AMP = ("off", "fp16", "bf16")
+# apex's optimisation levels as torch autocast: O1 and O2 both train fp16 with a GradScaler, since torch has no
+# "fp16 model with fp32 master weights" mode (apex's O2).
+OPT_LEVELS = {"O0": "off", "O1": "fp16", "O2": "fp16"}
+DEFAULT_DATA = "shards"
+PREP_COMMAND = "python -m prep.imagenet --src ILSVRC2012 --out {out}"
 
 
 class Parser(argparse.ArgumentParser):
@@ -19,26 +28,36 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    p = Parser(prog="python -m trainer", description="Train a torchvision classifier on ImageNet shards (DDP via torchrun).")
-    p.add_argument("data", nargs="?", help="same as --data-path (the DeepLearningExamples positional form)")
+    p = Parser(prog="python -m trainer",
+               description="Train a torchvision classifier on ImageNet shards: one process, DDP under torchrun or "
+                           "torch.distributed.launch, or one process per device with --multiprocessing-distributed.")
+    p.add_argument("data", nargs="?", help="same as --data-path (the pytorch/examples positional form)")
 
     run = p.add_argument_group("run (the ResNet-50 guide's flags)")
-    run.add_argument("--data-path", "--data_path", help="prep output dir (manifest.json) or DeepLearningExamples layout")
+    run.add_argument("--data-path", "--data_path", "--data",
+                     help=f"prep output dir (manifest.json) or DeepLearningExamples layout (default: {DEFAULT_DATA}, "
+                          f"where `{PREP_COMMAND.format(out=DEFAULT_DATA + '/')}` writes it)")
     run.add_argument("--output-dir", "--output_dir", default="runs", help="report.json, logs, checkpoints (default: runs)")
     run.add_argument("--model", "--arch", "-a", default="resnet50", help="torchvision classification model name")
     run.add_argument("--num_classes", "--num-classes", type=int, help="default: the dataset's class count")
     run.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
-    run.add_argument("--batch-size", "--batch_size", "-b", type=int, default=256, help="per device (default: 256)")
+    run.add_argument("--batch-size", "--batch_size", "-b", type=int, default=256,
+                     help="per process; with --multiprocessing-distributed per node, divided among its processes "
+                          "(default: 256)")
     run.add_argument("--epochs", type=int, default=90)
     run.add_argument("--training_step_per_epoch", "--training-step-per-epoch", type=int, default=-1,
                      help="-1: the whole epoch")
     run.add_argument("--eval_step_per_epoch", "--eval-step-per-epoch", type=int, default=-1,
                      help="-1: the whole validation set")
-    run.add_argument("--workers", "-j", type=int, help="loader workers per process (default: cores / local ranks)")
+    run.add_argument("--workers", "-j", type=int,
+                     help="loader workers per process, at most the cores it may use; with "
+                          "--multiprocessing-distributed per node, divided among its processes (default: the cores "
+                          "shared by the processes of this node)")
     run.add_argument("--print-freq", "--print_freq", "-p", type=int, default=10, help="steps per log line")
     run.add_argument("--skip_steps", "--skip-steps", type=int, default=10,
                      help="first steps of each epoch left out of the FPS (default: 10)")
-    run.add_argument("--loader", choices=pipeline.BACKENDS, help="default: dali on a GPU with DALI, else cpu")
+    run.add_argument("--loader", choices=pipeline.BACKENDS,
+                     help="default: dali on a GPU with DALI, else cpu; synthetic needs no data")
     run.add_argument("--crop-size", "--crop_size", type=int, default=224)
     run.add_argument("--val-size", "--val_size", type=int, default=256, help="validation resize before the centre crop")
 
@@ -54,8 +73,14 @@ def build_parser():
     recipe.add_argument("--no-bn-weight-decay", "--no_bn_weight_decay", action="store_true",
                         help="no weight decay on normalisation layers")
     recipe.add_argument("--label-smoothing", "--label_smoothing", type=float, default=0.0)
-    recipe.add_argument("--amp", nargs="?", const="fp16", default="off", choices=AMP,
-                        help="autocast dtype; a bare --amp means fp16 (with a GradScaler)")
+    recipe.add_argument("--amp", nargs="?", const="fp16", choices=AMP,
+                        help="autocast dtype; a bare --amp means fp16 (with a GradScaler) (default: off)")
+    recipe.add_argument("--opt-level", "--opt_level", choices=OPT_LEVELS,
+                        help="apex's spelling: O0 = no AMP, O1 and O2 = --amp fp16 (autocast and a GradScaler; torch "
+                             "has no O2 mode of fp16 weights with fp32 master weights)")
+    recipe.add_argument("--loss-scale-value", "--loss_scale_value", dest="loss_scale", type=_loss_scale,
+                        metavar="N|dynamic",
+                        help="fp16 loss scale: a number for a static scale, or dynamic (default: dynamic)")
     recipe.add_argument("--channels-last", "--channels_last", action="store_true")
     recipe.add_argument("--compile", action="store_true", help="torch.compile the model")
     recipe.add_argument("--seed", type=int, default=0)
@@ -67,28 +92,111 @@ def build_parser():
     control.add_argument("--eval-freq", "--eval_freq", type=int, default=1, help="evaluate every N epochs and at the end")
     control.add_argument("--stop-step-num", "--stop_step_num", "--steps", type=int,
                          help="stop (with a checkpoint) once the global step reaches N; --resume goes on from there")
-    control.add_argument("--local_rank", "--local-rank", type=int, help="set by torch.distributed.launch")
+    control.add_argument("--check-syncs", "--check_syncs", action="store_true",
+                         help="raise at a host synchronisation inside any training step past each epoch's "
+                              "--skip_steps (torch.cuda.set_sync_debug_mode on a GPU): proves the loop never "
+                              "stalls the device; python -m bench doctor runs it")
+
+    group = p.add_argument_group(
+        "distributed (pytorch/examples' flags; under torchrun or torch.distributed.launch none is needed)")
+    group.add_argument("--multiprocessing-distributed", "--multiprocessing_distributed", action="store_true",
+                       help="spawn one process per device of this node (--device-list): world size = devices per "
+                            "node x nodes (--world-size), rank = node rank (--rank) x devices per node + local index; "
+                            "--batch-size and --workers are then per node, divided among its processes")
+    group.add_argument("--world-size", "--world_size", type=int, default=-1,
+                       help="with --multiprocessing-distributed the number of nodes, else the number of processes "
+                            "(default: 1 node, or the launcher's WORLD_SIZE)")
+    group.add_argument("--rank", type=int, default=-1,
+                       help="with --multiprocessing-distributed this node's rank, else this process's rank "
+                            "(default: node 0, or the launcher's RANK)")
+    group.add_argument("--dist-url", "--dist_url", type=_dist_url,
+                       help="where the processes meet: tcp://HOST:PORT, file://PATH or env:// (default: env:// "
+                            "under a launcher, tcp://--addr:$MASTER_PORT with --addr, a free local port on one node)")
+    group.add_argument("--addr", help="master address (node 0): the same as --dist-url tcp://ADDR:$MASTER_PORT "
+                                      "(MASTER_PORT default 29500)")
+    group.add_argument("--dist-backend", "--dist_backend", type=_backend,
+                       help="nccl or gloo (default: nccl on CUDA, gloo on CPU)")
+    group.add_argument("--gpu", type=int, help="use this one GPU: the same as --device cuda:N")
+    group.add_argument("--device-list", "--device_list", type=_device_list,
+                       help="devices to spawn onto with --multiprocessing-distributed, e.g. 0,1,2,3 (default: every "
+                            "visible GPU); on --device cpu the number of CPU processes")
+    group.add_argument("--local_rank", "--local-rank", type=int, help="set by torch.distributed.launch")
     return p
 
 
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.data_path = args.data_path or args.data
     try:
         _check(args)
-    except ValueError as error:
+    except (ValueError, pipeline.MissingDependency) as error:
         parser.error(str(error))
     return args
 
 
+def _loss_scale(text):
+    if text == "dynamic":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number or dynamic, got {text!r}")
+    return value
+
+
+def _dist_url(url):
+    parts = urllib.parse.urlsplit(url)
+    try:
+        tcp_address = parts.hostname and parts.port
+    except ValueError:  # a port that is no number
+        tcp_address = None
+    if not (url == "env://" or parts.scheme == "file" and parts.path or parts.scheme == "tcp" and tcp_address):
+        raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT, file://PATH or env://, got {url!r}")
+    return url
+
+
+def _backend(name):
+    if name == "hccl":
+        raise argparse.ArgumentTypeError("hccl is Ascend's backend (torch_npu), not available here; "
+                                         "use nccl on CUDA or gloo on CPU")
+    if name not in BACKENDS:
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(BACKENDS)}, got {name!r}")
+    return name
+
+
+def _device_list(text):
+    try:
+        devices = [int(part) for part in text.split(",")]
+    except ValueError:
+        devices = []
+    if not devices or min(devices) < 0 or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"expected distinct device numbers such as 0,1,2,3, got {text!r}")
+    return devices
+
+
 def _check(args):
+    _check_values(args)
+    _resolve_precision(args)
+    args.device = _device(args.device, args.gpu)
+    _resolve_processes(args)
+    _resolve_workers(args)
+    if args.resume:
+        args.resume = _checkpoint_file(args.resume)
+    _resolve_data(args)
+
+
+def _check_values(args):
     models = classification_models()
     if args.model not in models:
         raise ValueError(f"unknown --model {args.model!r}; choose from: {', '.join(models)}")
+    if not args.evaluate:
+        check_train_crop(args.model, args.crop_size)
     positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--print-freq": args.print_freq,
                 "--eval-freq": args.eval_freq, "--crop-size": args.crop_size, "--val-size": args.val_size}
-    optional = {"--num_classes": args.num_classes, "--stop-step-num": args.stop_step_num, "--workers": args.workers}
+    optional = {"--num_classes": args.num_classes, "--stop-step-num": args.stop_step_num, "--workers": args.workers,
+                "--world-size": None if args.world_size == -1 else args.world_size}
     positive.update((flag, value) for flag, value in optional.items() if value is not None)
     for flag, value in positive.items():
         if value < 1:
@@ -99,19 +207,30 @@ def _check(args):
             raise ValueError(f"{flag} must be positive or -1 (whole epoch), got {value}")
     if args.skip_steps < 0 or args.warmup_epochs < 0 or args.start_epoch is not None and args.start_epoch < 0:
         raise ValueError("--skip_steps, --warmup-epochs and --start-epoch must not be negative")
-    args.device = _device(args.device)
-    if args.loader is None:
-        args.loader = _default_loader(args)
-    if args.loader != "synthetic":
-        if not args.data_path:
-            raise ValueError(f"--data-path is required with --loader {args.loader}")
-        if not Path(args.data_path).is_dir():
-            raise ValueError(f"--data-path {args.data_path}: no such directory")
-    if args.resume:
-        args.resume = _checkpoint_file(args.resume)
+    if args.rank < -1 or args.gpu is not None and args.gpu < 0:
+        raise ValueError("--rank and --gpu must not be negative")
 
 
-def _device(name):
+def _resolve_precision(args):
+    """--opt-level is apex's spelling of --amp; the two must agree. args.loss_scale: a float, or None (dynamic)."""
+    if args.opt_level:
+        implied = OPT_LEVELS[args.opt_level]
+        if args.amp not in (None, implied):
+            raise ValueError(f"--opt-level {args.opt_level} means --amp {implied}, not --amp {args.amp}")
+        args.amp = implied
+    args.amp = args.amp or "off"
+    if args.loss_scale is not None and args.amp != "fp16":
+        raise ValueError("--loss-scale-value needs fp16 AMP (--amp fp16 or --opt-level O1/O2), "
+                         f"this run has --amp {args.amp}")
+    if args.loss_scale == "dynamic":
+        args.loss_scale = None
+
+
+def _device(name, gpu):
+    if gpu is not None:
+        if name not in (None, "cuda", f"cuda:{gpu}"):
+            raise ValueError(f"--gpu {gpu} is cuda:{gpu}, which contradicts --device {name}")
+        name = f"cuda:{gpu}"
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -122,14 +241,102 @@ def _device(name):
         raise ValueError(f"--device {name!r}: expected cuda, cuda:N or cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this node has {torch.cuda.device_count()} GPUs")
     return name
 
 
-def _default_loader(args):
-    if not args.data_path:
-        return "synthetic"
+def _resolve_processes(args):
+    """The flags that place processes, checked; with --multiprocessing-distributed args.device_list becomes the
+    devices to spawn onto and --batch-size/--workers are divided among them, as pytorch/examples does."""
     cuda = args.device.startswith("cuda")
-    return "dali" if "dali" in pipeline.available_backends(cuda) else "cpu"
+    if args.dist_backend == "nccl" and not cuda:
+        raise ValueError("--dist-backend nccl needs CUDA devices; --device cpu uses gloo")
+    if args.multiprocessing_distributed:
+        _resolve_spawn(args, cuda)
+    else:
+        _resolve_listed_device(args, cuda)
+        _check_process_flags(args)
+    unaddressed = init_method_for(args.dist_url, args.addr) == "env://" and "MASTER_ADDR" not in os.environ
+    if args.world_size > 1 and unaddressed:
+        raise ValueError(f"--world-size {args.world_size}: give --dist-url or --addr, where rank 0 listens")
+
+
+def _resolve_spawn(args, cuda):
+    if cuda and args.device != "cuda":
+        raise ValueError(f"--device {args.device} names one GPU; --multiprocessing-distributed spawns onto "
+                         "--device-list (default: every visible GPU)")
+    if args.device_list is None:
+        args.device_list = list(range(torch.cuda.device_count())) if cuda else [0]
+    if cuda and max(args.device_list) >= torch.cuda.device_count():
+        raise ValueError(f"--device-list {_listed(args.device_list)}: this node has {torch.cuda.device_count()} GPUs")
+    nodes, node_rank = max(args.world_size, 1), max(args.rank, 0)
+    if node_rank >= nodes:
+        raise ValueError(f"--rank {args.rank} is a node rank, but --world-size gives {nodes} node(s)")
+    processes = len(args.device_list)
+    if args.batch_size < processes:
+        raise ValueError(f"--batch-size {args.batch_size} is this node's, too small to share among its {processes} "
+                         "processes")
+    args.batch_size //= processes
+    if args.workers is not None:
+        args.workers = math.ceil(args.workers / processes)
+
+
+def _resolve_listed_device(args, cuda):
+    """Without a spawn, --device-list may name this process's one device."""
+    if args.device_list is None:
+        return
+    if len(args.device_list) > 1:
+        raise ValueError(f"--device-list {_listed(args.device_list)} names several devices: add "
+                         "--multiprocessing-distributed to spawn onto them")
+    if cuda:
+        args.device = _device(f"cuda:{args.device_list[0]}", None)
+
+
+def _check_process_flags(args):
+    """Without --multiprocessing-distributed, --world-size and --rank count processes, as when each is started by
+    hand; a flag left out comes from the launcher's env."""
+    if args.world_size != -1 and args.rank >= args.world_size:
+        raise ValueError(f"--rank {args.rank} is not below --world-size {args.world_size}")
+    if args.world_size > 1 and args.rank == -1 and "RANK" not in os.environ:
+        raise ValueError(f"--world-size {args.world_size} without --multiprocessing-distributed counts processes: "
+                         "give each its --rank (or start them with torchrun)")
+
+
+def _resolve_workers(args):
+    """More loader workers than the cores this process may run on only contend (and each holds batches in the ring)."""
+    if args.workers is None:
+        return  # the loader's default: the cores shared by the processes of this node
+    cores = len(os.sched_getaffinity(0))
+    if args.workers > cores:
+        if _first_rank(args):
+            print(f"trainer: {args.workers} loader workers per process capped at {cores}, the cores this process may "
+                  "use", flush=True)
+        args.workers = cores
+
+
+def _first_rank(args):
+    """Whether this process (or, before a spawn, this node) holds rank 0: before the group exists, from the flags
+    or the launcher's env."""
+    if args.multiprocessing_distributed:
+        return args.rank <= 0
+    rank = args.rank if args.rank >= 0 else int(os.environ.get("RANK", 0))
+    return rank == 0
+
+
+def _resolve_data(args):
+    args.data_path = args.data_path or args.data or DEFAULT_DATA
+    if args.loader is None:
+        cuda = args.device.startswith("cuda")
+        args.loader = "dali" if "dali" in pipeline.available_backends(cuda) else "cpu"
+    pipeline.require(args.loader)
+    if args.loader != "synthetic" and not Path(args.data_path).is_dir():
+        raise ValueError(f"--data-path {args.data_path}: no such directory; make it with "
+                         f"`{PREP_COMMAND.format(out=os.path.join(args.data_path, ''))}` (or --loader synthetic)")
+
+
+def _listed(devices):
+    return ",".join(map(str, devices))
 
 
 def _checkpoint_file(path):

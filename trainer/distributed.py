@@ -1,10 +1,15 @@
-"""Process group from the launcher's environment: torchrun, or `torch.distributed.launch` (--use_env or the
---local_rank argument it passes otherwise). nccl on GPUs, gloo on CPUs; a single process needs no group."""
+"""Process group from the launcher's environment (torchrun, or `torch.distributed.launch` with --use_env or the
+--local_rank argument it passes otherwise) or from pytorch/examples' flags (--world-size, --rank, --dist-url or
+--addr, --dist-backend), which is also how the processes --multiprocessing-distributed spawns join. nccl on GPUs,
+gloo on CPUs; a single process needs no group."""
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+BACKENDS = ("nccl", "gloo")
+MASTER_PORT = 29500  # torchrun's default
 
 
 @dataclass(frozen=True)
@@ -19,17 +24,30 @@ class Context:
         return self.rank == 0
 
 
-def setup(device_name, local_rank_arg=None):
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg or 0))
+def init_method_for(dist_url=None, addr=None):
+    """Where the processes meet: --dist-url as given, else tcp://--addr:$MASTER_PORT, else the launcher's env://."""
+    if dist_url and dist_url != "env://":
+        return dist_url
+    if addr:
+        host = f"[{addr}]" if ":" in addr else addr  # an IPv6 address
+        return f"tcp://{host}:{os.environ.get('MASTER_PORT', MASTER_PORT)}"
+    return "env://"
+
+
+def setup(device_name, local_rank=None, *, rank=None, world_size=None, init_method="env://", backend=None):
+    """This process's place and device, joined to the group when there is more than one process. A rank, local rank
+    or world size not given comes from the launcher's environment (none: a single process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    local_rank = int(os.environ.get("LOCAL_RANK", 0)) if local_rank is None else local_rank
     device = torch.device(device_name)
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank)
     return Context(rank, local_rank, world_size, device)
 
 
@@ -53,3 +71,11 @@ def gather_objects(obj):
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_buffers(module, src=0):
+    """Give every rank rank `src`'s buffers (BatchNorm running statistics). DDP syncs them only at the start of a
+    training forward, so after the last step each rank holds its own; evaluation and checkpoints must agree."""
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)

@@ -1,9 +1,7 @@
 """The whole run, top to bottom: set up (resuming if asked), train and evaluate epoch by epoch with a checkpoint
 after each, report. `main(argv)` returns the report dict, so benchmarks can run the trainer in-process."""
-import json
 import random
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import make_loader
-from trainer import checkpoint, distributed
+from trainer import checkpoint, distributed, launch
 from trainer.args import build_parser, parse_args
 from trainer.loop import Training, evaluate, train_epoch
 from trainer.meter import Clock, ThroughputMeter
@@ -28,12 +26,7 @@ RUN_KEYS = MODEL_KEYS + ("batch_size", "epochs", "training_step_per_epoch", "lr"
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    ctx = distributed.setup(args.device, args.local_rank)
-    try:
-        return fit(args, ctx)
-    finally:
-        distributed.cleanup()
+    return launch.run(parse_args(argv), fit)
 
 
 def fit(args, ctx):
@@ -58,17 +51,15 @@ def fit(args, ctx):
         t = _training(args, ctx, model, len(train_loader), saved, amp_dtype)
         report = _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, saved)
     if ctx.main:
-        write_report(out, report)
-        print(json.dumps(report, indent=1), flush=True)
+        path = write_report(out, report)
+        print(report.summary(path), flush=True)
     return report
 
 
 def _training(args, ctx, model, steps_per_epoch, saved, amp_dtype):
     """Optimizer, schedule, scaler and the DDP/compiled step model, at the checkpoint's position if resuming."""
     optimizer = build_optimizer(model, args)
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.amp == "fp16")
-    if scaler.is_enabled():  # it skips optimizer steps that overflow; the schedule still follows the step count
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+    scaler = torch.amp.GradScaler(ctx.device.type, init_scale=args.loss_scale or 2.0**16, enabled=args.amp == "fp16")
     position = (saved["epoch"], saved["step"]) if saved else (0, 0)
     if args.start_epoch is not None:
         position = (args.start_epoch, 0)
@@ -91,7 +82,7 @@ def _training(args, ctx, model, steps_per_epoch, saved, amp_dtype):
         step_model = torch.compile(step_model)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     return Training(model, step_model, criterion, optimizer, scheduler, scaler, ctx.device, amp_dtype,
-                    steps_per_epoch, *position)
+                    steps_per_epoch, *position, static_loss_scale=args.loss_scale, check_syncs=args.check_syncs)
 
 
 def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, saved):
@@ -125,10 +116,12 @@ def _train(args, ctx, out, t, train_loader, eval_model, val_loader, eval_steps, 
             break
         is_best = False
         if (t.epoch + 1) % args.eval_freq == 0 or t.epoch + 1 == args.epochs:
-            acc1, acc5, val_images = evaluate(eval_model, val_loader, ctx.device, t.amp_dtype)
-            log.eval(t.epoch, t.global_step, acc1, acc5, val_images)
-            is_best = acc1 is not None and (best[0] is None or acc1 > best[0])
-            best = (acc1, acc5) if is_best else best
+            distributed.broadcast_buffers(t.model)  # every rank evaluates what the checkpoint holds: rank 0's
+            result = evaluate(eval_model, val_loader, ctx.device, t.amp_dtype)
+            log.eval(t.epoch, t.global_step, result)
+            val_images = result.images
+            is_best = result.acc1 is not None and (best[0] is None or result.acc1 > best[0])
+            best = (result.acc1, result.acc5) if is_best else best
         t.epoch, t.step = t.epoch + 1, 0
         save(checkpoint.rng_state(ctx.device), is_best)
     training_time = time.perf_counter() - started
@@ -173,13 +166,14 @@ def _evaluate_only(args, ctx, eval_model, val_loader, eval_steps, amp_dtype):
     if not args.resume:
         _say(ctx, "trainer: --evaluate without --resume evaluates randomly initialised weights")
     started = time.perf_counter()
-    acc1, acc5, images = evaluate(eval_model, val_loader, ctx.device, amp_dtype)
+    result = evaluate(eval_model, val_loader, ctx.device, amp_dtype)
     return make_report(
         model=args.model, local_rank=ctx.local_rank, batch_size=args.batch_size, epochs=0, training_step_per_epoch=0,
-        eval_step_per_epoch=eval_steps, acc1_best=_round(acc1), acc5_best=_round(acc5), device=str(ctx.device),
-        skip_steps=args.skip_steps, train_fps_mean=None, train_fps_min=None, train_fps_max=None,
-        training_time=0.0, world_size=ctx.world_size, loader=args.loader, amp=args.amp, val_images=images,
-        eval_time=_round(time.perf_counter() - started), checkpoint=args.resume)
+        eval_step_per_epoch=eval_steps, acc1_best=_round(result.acc1), acc5_best=_round(result.acc5),
+        device=str(ctx.device), skip_steps=args.skip_steps, train_fps_mean=None, train_fps_min=None,
+        train_fps_max=None, training_time=0.0, world_size=ctx.world_size, loader=args.loader, amp=args.amp,
+        val_images=result.images, val_loss=result.loss, eval_time=_round(time.perf_counter() - started),
+        checkpoint=args.resume)
 
 
 def _loaders(args, ctx, amp_dtype):

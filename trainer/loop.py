@@ -28,6 +28,7 @@ class Training:
     steps_per_epoch: int
     epoch: int = 0
     step: int = 0  # steps done in `epoch`
+    static_loss_scale: float | None = None  # fp16's loss scale when fixed (overflowing steps are still skipped)
     check_syncs: bool = False  # raise HostSync at a host synchronisation inside a step past the warm-up
 
     @property
@@ -47,7 +48,7 @@ def train_step(t, images, labels):
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.step(t.optimizer)
-    t.scaler.update()
+    t.scaler.update(t.static_loss_scale)  # None: grow and back off (dynamic)
     t.scheduler.step()
     return loss.detach()
 

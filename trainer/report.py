@@ -1,24 +1,36 @@
-"""What a run leaves behind (rank 0 only): report.json, a console line and a log.jsonl record per print window,
-TensorBoard scalars when tensorboard is installed."""
+"""What a run leaves behind (rank 0 only): report.json and its summary on the console, a console line and a
+log.jsonl record per print window, TensorBoard scalars when tensorboard is installed (else a notice saying so)."""
 import json
 from pathlib import Path
 
 from prep.atomic import write_atomically
 
-REPORT_KEYS = ("model", "local_rank", "batch_size", "epochs", "training_step_per_epoch", "eval_step_per_epoch",
-               "acc1_best", "acc5_best", "device", "skip_steps", "train_fps_mean", "train_fps_min", "train_fps_max",
-               "training_time")
+# The guide's report keys in the guide's order, grouped as the end of a run prints them: the run, its accuracy
+# and device, its speed.
+REPORT_LINES = (("model", "local_rank", "batch_size", "epochs", "training_step_per_epoch", "eval_step_per_epoch"),
+                ("acc1_best", "acc5_best", "device", "skip_steps"),
+                ("train_fps_mean", "train_fps_min", "train_fps_max", "training_time"))
+REPORT_KEYS = sum(REPORT_LINES, ())
+REPORT_FILE = "report.json"
+
+
+class Report(dict):
+    """The guide's keys first, in the guide's order, then the rest (world size, loader, FPS per window...)."""
+
+    def summary(self, path):
+        """The guide's keys as JSON in a few lines (the per-window figures stay in the file), then the file."""
+        lines = (", ".join(f"{json.dumps(key)}: {json.dumps(self[key])}" for key in keys) for keys in REPORT_LINES)
+        return "{" + ",\n ".join(lines) + "}\n" + f"full report: {path}"
 
 
 def make_report(**fields):
-    """The guide's keys first, in the guide's order, then the rest as given."""
-    report = {key: fields.pop(key) for key in REPORT_KEYS}
+    report = Report((key, fields.pop(key)) for key in REPORT_KEYS)
     report.update(fields)
     return report
 
 
 def write_report(output_dir, report):
-    path = Path(output_dir) / "report.json"
+    path = Path(output_dir) / REPORT_FILE
     write_atomically(path, json.dumps(report, indent=1) + "\n")
     return path
 
@@ -41,11 +53,13 @@ class RunLog:
             record.update(img_s=window.fps, data_wait_share=window.wait_share)
         self._write("train", record, epoch, global_step)
 
-    def eval(self, epoch, global_step, acc1, acc5, images):
+    def eval(self, epoch, global_step, result):
+        """`result`: a loop.Evaluation."""
         if not self.enabled:
             return
-        print(f"epoch {epoch} validation  acc@1 {acc1:.3f}  acc@5 {acc5:.3f}  over {images} images", flush=True)
-        self._write("val", {"acc1": acc1, "acc5": acc5, "images": images}, epoch, global_step)
+        print(f"epoch {epoch} validation  acc@1 {result.acc1:.3f}  acc@5 {result.acc5:.3f}  loss {result.loss:.4f}  "
+              f"over {result.images} images", flush=True)
+        self._write("val", result._asdict(), epoch, global_step)
 
     def close(self):
         if self.enabled:
@@ -62,8 +76,11 @@ class RunLog:
 
 
 def _summary_writer(log_dir):
+    """TensorBoard's writer; None, said once, when tensorboard is not installed: it is optional."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional (the GPU machine may lack it)
+    except ImportError:
+        print("trainer: no TensorBoard scalars, tensorboard is not installed (pip install "
+              "'imagenet-feed[tensorboard]'); log.jsonl has the same figures", flush=True)
         return None
     return SummaryWriter(log_dir)
