@@ -47,6 +47,7 @@ def test_the_synthetic_loader_only_when_asked():
     (["--lr-schedule", "exp"], ["--lr-schedule"]),
     (["--resume", "/no/such/checkpoint.pth"], ["--resume", "/no/such/checkpoint.pth"]),
     (["--device", "tpu"], ["--device"]),
+    (["--model", "inception_v3", "--loader", "synthetic"], ["--model inception_v3", "--crop-size 299"]),
 ])
 def test_bad_flags_are_one_line_errors(argv, names, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -135,6 +135,18 @@ def test_mixed_precision_channels_last_run_stops_and_resumes(sample_shards, tmp_
     assert all(math.isfinite(record["loss"]) for record in log_records(out, "train"))
 
 
+@pytest.mark.parametrize("scale, after", [("dynamic", 2.0**15), (2.0**24, 2.0**24)])
+def test_a_static_loss_scale_stays_put_where_a_dynamic_one_backs_off(sample_shards, tmp_path, scale, after):
+    """The first step overflows fp16 at the default 2**16 and at 2**24: the dynamic scale halves, a static one
+    (apex's --loss-scale-value N) stays."""
+    out = tmp_path / "scaled"
+    initial = [] if scale == "dynamic" else ["--loss-scale-value", scale]
+    train(*TINY, "--data-path", sample_shards, "--output-dir", out, "--opt-level", "O1", *initial, "--batch-size", 16,
+          "--epochs", 1, "--training_step_per_epoch", 1, "--eval_step_per_epoch", 1, "--print-freq", 1,
+          "--skip_steps", 0)
+    assert torch.load(out / "checkpoint.pth", weights_only=True)["scaler"]["scale"] == after
+
+
 def test_evaluation_counts_exactly_the_validation_set(sample_shards, unbroken, tmp_path):
     out = tmp_path / "eval"
     train(*TINY, "--data-path", sample_shards, "--output-dir", out, "--evaluate", "--resume", unbroken,
