@@ -30,9 +30,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline import crops, dataset, sampling
-from pipeline.decode import crop_resize
+from pipeline.decode import CorruptImage, crop_resize
+from pipeline.errors import CorruptSample, DataError
 from pipeline.normalize import ImageNormalizer, normalize
-from pipeline.readers import open_reader
+from pipeline.readers import CorruptLabel, open_reader
 
 # Workers start in milliseconds and share the sample table copy-on-write, even in a process that was itself
 # spawned (whose default start method is then spawn). Workers never touch CUDA, and the ring is page-locked
@@ -40,11 +41,9 @@ from pipeline.readers import open_reader
 _FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 PREFETCH = 2
 HELD = 2
-CORRUPT = (ValueError, OSError)  # an undecodable image (CorruptImage), a bad label, a short read, a missing file
-
-
-class CorruptSample(ValueError):
-    pass
+# What a corrupt sample is, skipped and counted: an image that does not decode, a label that is no number. An I/O
+# error (a shard gone, an NFS hiccup) or a damaged shard is no bad sample: it stops the pass.
+SKIPPED = (CorruptImage, CorruptLabel)
 
 
 def make(data_path, backend, options):
@@ -56,10 +55,12 @@ def make(data_path, backend, options):
 class CpuLoader:
     def __init__(self, reader, options, *, num_classes):
         self.num_classes = num_classes
+        self.samples = len(reader)  # in the split, over all ranks
         self.skipped = 0
         self._options = options
         self._on_gpu = options.device.type == "cuda"
-        self._ring = _ring(options.workers * PREFETCH + HELD, options, uint8=self._on_gpu)
+        self._ring = _ring(options.workers * PREFETCH + HELD, sampling.largest_batch(len(reader), options), options,
+                           uint8=self._on_gpu)
         self._unpin = None  # set while the ring is page-locked
         self._tasks = _Tasks(len(reader), options, slots=len(self._ring))
         builder = BatchBuilder(reader, options, self._ring, normalise=not self._on_gpu)
@@ -84,6 +85,8 @@ class CpuLoader:
             self._unpin = _pin(self._ring)
         try:
             for result in results:
+                if isinstance(result, DataError):
+                    raise result
                 yield self._receive(*result)
         except Exception:
             # Left to the garbage collector after an error, torch's worker shutdown waits out its timeouts (10 s).
@@ -122,7 +125,8 @@ class _Tasks(torch.utils.data.Sampler):
 
 
 class BatchBuilder(torch.utils.data.Dataset):
-    """dataset[(sample numbers, seed, slot)] -> (slot, images kept, labels, skipped): fills one ring slot."""
+    """dataset[(sample numbers, seed, slot)] -> (slot, images kept, labels, skipped): fills one ring slot; or the
+    DataError that stopped it."""
 
     def __init__(self, reader, options, ring, *, normalise):
         self.reader = reader
@@ -132,7 +136,12 @@ class BatchBuilder(torch.utils.data.Dataset):
             else None
 
     def __getitem__(self, task):
-        indices, seed, slot = task
+        try:
+            return self._build(*task)
+        except DataError as error:  # handed back whole: torch would re-raise it wrapped in the worker's traceback
+            return error
+
+    def _build(self, indices, seed, slot):
         o = self.options
         rng = np.random.default_rng(seed)
         images = self.ring[slot]
@@ -144,7 +153,7 @@ class BatchBuilder(torch.utils.data.Dataset):
             try:
                 data, labels[kept] = self.reader.read(i)
                 crop_resize(data, self._box(rng), target, flip=o.train and rng.random() < 0.5)
-            except CORRUPT as error:
+            except SKIPPED as error:
                 where = self.reader.describe(i)
                 if o.strict:
                     raise CorruptSample(f"pipeline: corrupt sample {where}: {error}") from None
@@ -162,9 +171,9 @@ class BatchBuilder(torch.utils.data.Dataset):
         return lambda height, width: crops.center_crop(height, width, o.crop_size, o.val_size)
 
 
-def _ring(slots, options, *, uint8):
+def _ring(slots, batch, options, *, uint8):
     """`slots` batch buffers in shared memory: uint8 NHWC (pinned) for a GPU, else normalised NCHW views."""
-    size, batch = options.crop_size, options.batch_size
+    size = options.crop_size
     if uint8:
         return torch.empty((slots, batch, size, size, 3), dtype=torch.uint8).share_memory_()
     if options.channels_last:

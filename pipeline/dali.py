@@ -25,21 +25,18 @@ import torch
 
 from pipeline import crops, dataset, sampling
 from pipeline.decode import CorruptImage, check_decodes
+from pipeline.errors import DecodeError
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.readers import open_reader
+from pipeline.readers import CorruptLabel, open_reader
 
 # DeepLearningExamples' share of images for the A100/H100 hardware decoder.
 MIXED_DECODER = dict(device="mixed", hw_decoder_load=0.65)
 PREFETCH = 2  # DALI's prefetch_queue_depth: batches in flight besides the one being consumed
 
 
-class DecodeError(RuntimeError):
-    pass
-
-
 def make(data_path, backend, options):
     if backend == "dali" and options.device.type != "cuda":
-        raise SystemExit("pipeline: backend dali decodes on the GPU and needs a CUDA device; use dali-cpu")
+        raise ValueError("pipeline: backend dali decodes on the GPU and needs a CUDA device; use dali-cpu")
     data = dataset.open_dataset(data_path)
     return DaliLoader(open_reader(data.split(options.split)), options, gpu_decode=backend == "dali",
                       num_classes=len(data.classes))
@@ -48,6 +45,7 @@ def make(data_path, backend, options):
 class DaliLoader:
     def __init__(self, reader, options, *, gpu_decode, num_classes):
         self.num_classes = num_classes
+        self.samples = len(reader)  # in the split, over all ranks
         self.skipped = 0
         self._options = options
         self._gpu_decode = gpu_decode
@@ -138,7 +136,7 @@ class _Source:
             for i in batch:
                 try:
                     check_decodes(self.reader.read(i)[0])
-                except (CorruptImage, ValueError) as reason:
+                except (CorruptImage, CorruptLabel) as reason:
                     return f"{self.reader.describe(i)} ({reason})"
         return None
 
@@ -154,8 +152,8 @@ def _pipeline(source, options, *, gpu_decode):
         device_id = torch.cuda.current_device() if o.device.index is None else o.device.index
 
     # The dynamic executor (DALI 2's default) segfaults when a CPU decoder fails; the classic one raises.
-    @pipeline_def(batch_size=o.batch_size, num_threads=o.workers, seed=seed, device_id=device_id,
-                  prefetch_queue_depth=PREFETCH, exec_dynamic=False)
+    @pipeline_def(batch_size=sampling.largest_batch(len(source.reader), o), num_threads=o.workers, seed=seed,
+                  device_id=device_id, prefetch_queue_depth=PREFETCH, exec_dynamic=False)
     def graph():
         jpegs, labels = fn.external_source(source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64],
                                            ndim=[1, 0])

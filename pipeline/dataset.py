@@ -3,31 +3,46 @@
 A shard sample is located through its DALI index line (`<ext> <offset> <size> <name>` per component), so a
 reader fetches a whole sample (`.jpg` and `.cls`, adjacent in the tar) with one pread and takes the label
 from the sample itself, exactly as DALI's webdataset reader pairs them.
+
+Opening a split checks each shard against its manifest entry and its index against the tar (size, sample count,
+the member names at the first and last offsets): a shard cut short or an index of another tar is a DamagedShard
+before any training, not hundreds of "corrupt" samples during it. The sha256 is prep.verify's to check.
 """
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import BadManifest, DamagedShard, MissingData
+
 MANIFEST = "manifest.json"
 LISTS = {"train": "train_list.txt", "val": "val_list.txt"}
+TAR_BLOCK = 512  # a tar member's data follows its 512-byte header, which starts with the member's name
+
+
+@dataclass(frozen=True)
+class Shard:
+    tar: Path
+    index: Path
+    samples: int
+    bytes: int
 
 
 @dataclass(frozen=True)
 class ShardSplit:
-    """Tars and their indexes, in manifest order."""
-    tars: list
-    indexes: list
+    """A split's shards, in manifest order."""
+    shards: list
     samples: int
 
     @cached_property
     def table(self):
-        table = SampleTable.from_indexes(self.tars, self.indexes)
+        table = SampleTable.from_shards(self.shards)
         if len(table) != self.samples:
-            raise SystemExit(f"pipeline: the manifest counts {self.samples} samples but the indexes of "
-                             f"{Path(self.tars[0]).parent} list {len(table)}")
+            raise BadManifest(f"pipeline: the manifest counts {self.samples} samples in {self.shards[0].tar.parent} "
+                              f"but its shards hold {len(table)}")
         return table
 
 
@@ -56,13 +71,17 @@ class SampleTable:
     cls_size: np.ndarray
 
     @classmethod
-    def from_indexes(cls, tars, indexes):
-        parsed = [_parse_index(index) for index in indexes]
-        tar_id = np.concatenate([np.full(len(p[0]), i, np.int32) for i, p in enumerate(parsed)])
-        jpg_offset, jpg_size, cls_offset, cls_size = (np.concatenate(column) for column in zip(*parsed))
+    def from_shards(cls, shards):
+        indexes = [_parse_index(shard.index) for shard in shards]
+        for shard, index in zip(shards, indexes):
+            _check_shard(shard, index)
+        tar_id = np.concatenate([np.full(len(index.jpg_offset), i, np.int32) for i, index in enumerate(indexes)])
+        jpg_offset, jpg_size, cls_offset, cls_size = (np.concatenate([getattr(index, column) for index in indexes])
+                                                      for column in ("jpg_offset", "jpg_size", "cls_offset",
+                                                                     "cls_size"))
         start = np.minimum(jpg_offset, cls_offset)
         end = np.maximum(jpg_offset + jpg_size, cls_offset + cls_size)
-        return cls([str(t) for t in tars], tar_id, start, end - start, jpg_offset - start, jpg_size,
+        return cls([str(shard.tar) for shard in shards], tar_id, start, end - start, jpg_offset - start, jpg_size,
                    cls_offset - start, cls_size)
 
     def __len__(self):
@@ -77,7 +96,7 @@ class Dataset:
 
     def split(self, name):
         if name not in self.splits:
-            raise SystemExit(f"pipeline: {self.root} has no {name} split")
+            raise MissingData(f"pipeline: {self.root} has no {name} split")
         return self.splits[name]
 
 
@@ -89,12 +108,12 @@ def open_dataset(data_path):
     """The shards of a prep output dir (manifest.json), else its folder layout (train_list.txt/val_list.txt)."""
     root = Path(data_path)
     if not root.is_dir():
-        raise SystemExit(f"pipeline: data path {root} is not a directory")
+        raise MissingData(f"pipeline: data path {root} is not a directory")
     if has_manifest(root):
         return _from_manifest(root)
     if any((root / name).is_file() for name in LISTS.values()):
         return _from_folders(root)
-    raise SystemExit(f"pipeline: {root} has neither {MANIFEST} nor {' / '.join(LISTS.values())}")
+    raise MissingData(f"pipeline: {root} has neither {MANIFEST} nor {' / '.join(LISTS.values())}")
 
 
 def _from_manifest(root):
@@ -103,7 +122,7 @@ def _from_manifest(root):
         classes = manifest["classes"]
         splits = {name: _shard_split(root, split) for name, split in manifest["splits"].items() if split["shards"]}
     except (ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"pipeline: {root / MANIFEST} is not a prep manifest ({error!r})")
+        raise BadManifest(f"pipeline: {root / MANIFEST} is not a prep manifest ({error!r})") from None
     if not splits:
         folders = _from_folders(root)
         return Dataset(root, classes, folders.splits)
@@ -111,18 +130,15 @@ def _from_manifest(root):
 
 
 def _shard_split(root, split):
-    tars = [root / shard["name"] for shard in split["shards"]]
-    indexes = [root / shard["index"] for shard in split["shards"]]
-    for path in tars + indexes:
-        if not path.is_file():
-            raise SystemExit(f"pipeline: {path} is listed in the manifest but missing")
-    return ShardSplit(tars, indexes, int(split["samples"]))
+    shards = [Shard(root / entry["name"], root / entry["index"], int(entry["samples"]), int(entry["bytes"]))
+              for entry in split["shards"]]
+    return ShardSplit(shards, int(split["samples"]))
 
 
 def _from_folders(root):
     splits = {name: _folder_split(root, name) for name, file_list in LISTS.items() if (root / file_list).is_file()}
     if not splits:
-        raise SystemExit(f"pipeline: {root} has no {' / '.join(LISTS.values())}")
+        raise MissingData(f"pipeline: {root} has no {' / '.join(LISTS.values())}")
     classes = sorted(p.name for p in (root / next(iter(splits))).iterdir() if p.is_dir())
     return Dataset(root, classes, splits)
 
@@ -133,30 +149,79 @@ def _folder_split(root, name):
     for number, line in enumerate(file_list.read_text().splitlines(), 1):
         path, _, label = line.rpartition(" ")
         if not path or not label.isdigit():
-            raise SystemExit(f"pipeline: {file_list}:{number}: expected '<relative path> <label>', got {line!r}")
+            raise BadManifest(f"pipeline: {file_list}:{number}: expected '<relative path> <label>', got {line!r}")
         files.append(path)
         labels.append(int(label))
     return FolderSplit(root / name, files, np.array(labels, dtype=np.int64))
 
 
-def _parse_index(index):
-    """(jpg offsets, jpg sizes, cls offsets, cls sizes) of a DALI v1.2 index of .jpg + .cls samples, vectorised:
-    ImageNet's 1.28M lines parse in about a second."""
-    tokens = Path(index).read_text().split()
+@dataclass(frozen=True)
+class Index:
+    """A parsed DALI v1.2 index of .jpg + .cls samples: per sample the offsets and sizes of both members, and the
+    .jpg member names of the first and the last sample."""
+    jpg_offset: np.ndarray
+    jpg_size: np.ndarray
+    cls_offset: np.ndarray
+    cls_size: np.ndarray
+    end_names: tuple
+
+
+def _parse_index(path):
+    """Vectorised: ImageNet's 1.28M lines parse in about a second."""
+    try:
+        tokens = Path(path).read_text().split()
+    except FileNotFoundError:
+        raise DamagedShard(f"pipeline: {path} is listed in the manifest but missing") from None
     if len(tokens) < 2 or tokens[0] != "v1.2" or not tokens[1].isdigit():
-        raise SystemExit(f"pipeline: {index} is not a DALI v1.2 index")
+        raise BadManifest(f"pipeline: {path} is not a DALI v1.2 index")
     samples, body = int(tokens[1]), tokens[2:]
     if len(body) != 8 * samples:
-        raise SystemExit(f"pipeline: {index}: expected {samples} samples of one .jpg and one .cls each")
+        raise BadManifest(f"pipeline: {path}: expected {samples} samples of one .jpg and one .cls each")
     ext = np.array([body[0::8], body[4::8]])
     try:
         offset = np.array([body[1::8], body[5::8]], dtype=np.int64)
         size = np.array([body[2::8], body[6::8]], dtype=np.int64)
     except ValueError:
-        raise SystemExit(f"pipeline: {index}: offsets and sizes must be integers") from None
+        raise BadManifest(f"pipeline: {path}: offsets and sizes must be integers") from None
     jpg_first = ext[0] == "jpg"
     if not np.array_equal(ext[1] == "cls", jpg_first) or not np.array_equal(ext[0] == "cls", ~jpg_first):
-        raise SystemExit(f"pipeline: {index}: every sample needs exactly one .jpg and one .cls")
+        raise BadManifest(f"pipeline: {path}: every sample needs exactly one .jpg and one .cls")
     jpg, cls = np.where(jpg_first, 0, 1), np.where(jpg_first, 1, 0)
     samples_at = np.arange(samples)
-    return offset[jpg, samples_at], size[jpg, samples_at], offset[cls, samples_at], size[cls, samples_at]
+    names = tuple(body[8 * k + 4 * jpg[k] + 3] for k in (0, samples - 1)) if samples else ()
+    return Index(offset[jpg, samples_at], size[jpg, samples_at], offset[cls, samples_at], size[cls, samples_at],
+                 names)
+
+
+def _check_shard(shard, index):
+    """The tar is as the manifest says, and the index describes this tar."""
+    verify = f"check the data with python -m prep.verify {shard.tar.parent}"
+    try:
+        size = shard.tar.stat().st_size
+    except FileNotFoundError:
+        raise DamagedShard(f"pipeline: {shard.tar} is listed in the manifest but missing; {verify}") from None
+    if size != shard.bytes:
+        raise DamagedShard(f"pipeline: {shard.tar} is {size:,} bytes, the manifest says {shard.bytes:,}: the shard "
+                           f"is damaged or was changed after prep; {verify}")
+    if len(index.jpg_offset) != shard.samples:
+        raise DamagedShard(f"pipeline: {shard.index} lists {len(index.jpg_offset)} samples, the manifest "
+                           f"{shard.samples}: the index is not this shard's; {verify}")
+    if not shard.samples:
+        return
+    end = max((index.jpg_offset + index.jpg_size).max(), (index.cls_offset + index.cls_size).max())
+    names = [_member_name(shard.tar, int(index.jpg_offset[k])) for k in (0, -1)]
+    if end > size or any(not name or not wanted.startswith(name) for name, wanted in zip(names, index.end_names)):
+        raise DamagedShard(f"pipeline: {shard.index} does not describe {shard.tar.name} (its offsets point past its "
+                           f"end or at other members); {verify}")
+
+
+def _member_name(tar, data_offset):
+    """The name in the tar header before `data_offset` (the first 100 bytes of a longer one), or '' if none."""
+    if data_offset < TAR_BLOCK:
+        return ""
+    fd = os.open(tar, os.O_RDONLY)
+    try:
+        header = os.pread(fd, TAR_BLOCK, data_offset - TAR_BLOCK)
+    finally:
+        os.close(fd)
+    return header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.dataset import ShardSplit
+from pipeline.errors import DamagedShard
+
+
+class CorruptLabel(ValueError):
+    """A sample's .cls member that is no decimal class index: a bad sample, skipped like an undecodable image."""
 
 
 def open_reader(split):
@@ -18,7 +23,7 @@ def open_reader(split):
 class ShardReader:
     def __init__(self, split):
         self.table = split.table
-        self.indexes = [str(p) for p in split.indexes]
+        self.indexes = [str(shard.index) for shard in split.shards]
         self._first = np.concatenate([[0], np.cumsum(np.bincount(self.table.tar_id, minlength=len(self.indexes)))])
         self._fds = {}
 
@@ -29,11 +34,12 @@ class ShardReader:
         """(JPEG bytes, label) of sample i; the .jpg and .cls members are read with one pread."""
         t = self.table
         span = os.pread(self._fd(t.tar_id[i]), int(t.length[i]), int(t.start[i]))
-        if len(span) != t.length[i]:
-            raise ValueError(f"shard ends {t.length[i] - len(span)} bytes early")
+        if len(span) != t.length[i]:  # the size was checked when the split opened: it changed since
+            raise DamagedShard(f"pipeline: {t.tars[t.tar_id[i]]} ends {t.length[i] - len(span)} bytes before sample "
+                               f"{self.describe(i)}; check the data with python -m prep.verify")
         label = span[t.cls_at[i]:t.cls_at[i] + t.cls_size[i]]
         if not label.isdigit():
-            raise ValueError(f"label {label[:20]!r} is not a decimal class index")
+            raise CorruptLabel(f"label {label[:20]!r} is not a decimal class index")
         return memoryview(span)[t.jpg_at[i]:t.jpg_at[i] + t.jpg_size[i]], int(label)
 
     def describe(self, i):

@@ -46,3 +46,10 @@ def steps_per_epoch(samples, options):
     else:
         steps = -(-len(rank_share(samples, rank=o.rank, world=o.world)) // o.batch_size)
     return steps if o.steps is None else min(steps, o.steps)
+
+
+def largest_batch(samples, options):
+    """The most samples one of this rank's batches holds: what batch memory needs room for (a batch size larger
+    than a rank's share never fills)."""
+    o = options
+    return min(o.batch_size, -(-samples // o.world))

@@ -20,12 +20,14 @@ class SyntheticLoader:
             info = dataset.open_dataset(data_path)
             samples, num_classes = info.split(options.split).samples, len(info.classes)
         self.num_classes = num_classes
+        self.samples = samples  # in the split, over all ranks
         self.skipped = 0
         self._sizes = _batch_sizes(samples, options)
         generator = torch.Generator().manual_seed(options.seed)
         size = options.crop_size
-        pixels = torch.randint(0, 256, (options.batch_size, size, size, 3), dtype=torch.uint8, generator=generator)
-        labels = torch.randint(0, num_classes, (options.batch_size,), generator=generator)
+        rows = max(self._sizes, default=0)
+        pixels = torch.randint(0, 256, (rows, size, size, 3), dtype=torch.uint8, generator=generator)
+        labels = torch.randint(0, num_classes, (rows,), generator=generator)
         self._images = normalize(pixels.to(options.device), options.dtype, options.channels_last)
         self._labels = labels.to(options.device)
 

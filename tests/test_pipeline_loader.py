@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 
 import pipeline
 from bench.colours import CLASSES, TRAIN, VAL, identify, in_range, sample_class, write_tree
-from pipeline.cpu import CorruptSample
+from pipeline.errors import CorruptSample, DecodeError, MissingData
 
 ROOT = Path(__file__).resolve().parents[1]
 CROP, VAL_SIZE, BATCH = 32, 36, 8
@@ -206,10 +206,8 @@ def test_cpu_strict_names_the_shard_and_key(damaged):
 
 @needs_dali
 def test_dali_stops_on_a_corrupt_sample_naming_it(damaged):
-    from pipeline import dali
-
     data, member = damaged
-    with pytest.raises(dali.DecodeError, match=f"could not decode train-000000.tar:{member} .*cpu backend") as raised:
+    with pytest.raises(DecodeError, match=f"could not decode train-000000.tar:{member} .*cpu backend") as raised:
         read_epoch(make(data, "train", "dali-cpu"))
     assert isinstance(raised.value.__cause__, RuntimeError)  # DALI's own report stays attached
 
@@ -228,7 +226,7 @@ def test_a_dali_failure_that_is_no_decode_error_keeps_its_own_error(shards, monk
     monkeypatch.setattr(dali, "_decode_crop_resize", crop_beyond_the_image)
     with pytest.raises(RuntimeError) as raised:
         read_epoch(make(shards, "train", "dali-cpu"))
-    assert type(raised.value) is not dali.DecodeError
+    assert type(raised.value) is not DecodeError
     assert "_decode_crop_resize" in str(raised.value)  # DALI's traceback names the graph function: no "decod" guess
 
 
@@ -249,7 +247,7 @@ def test_cpu_ring_is_page_locked_only_once_the_workers_are_forked(shards, monkey
 
 
 def test_bad_data_path_is_a_one_line_error(tmp_path):
-    with pytest.raises(SystemExit, match="has neither manifest.json nor"):
+    with pytest.raises(MissingData, match="has neither manifest.json nor"):
         make(tmp_path, "train", "cpu")
 
 
@@ -310,5 +308,5 @@ def test_gpu_batches_arrive_on_the_device_normalised_and_paired(shards, backend,
 def test_dali_without_a_gpu_is_refused_clearly(shards):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(SystemExit, match="use dali-cpu"):
+    with pytest.raises(ValueError, match="use dali-cpu"):
         make(shards, "train", "dali")

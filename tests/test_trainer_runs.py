@@ -85,7 +85,8 @@ def test_two_process_gloo_ddp_run_writes_the_report(sample_shards, tmp_path):
 def test_models_with_auxiliary_heads_train_under_ddp(model, crop, tmp_path):
     """Their auxiliary heads are in the loss, so every parameter has a gradient from the second step on."""
     out = tmp_path / model
-    torchrun("--device", "cpu", "--loader", "synthetic", "--model", model, "--crop-size", crop, "--batch-size", 2,
+    torchrun("--device", "cpu", "--loader", "synthetic", "--model", model, "--crop-size", crop, "--val-size", crop,
+             "--batch-size", 2,
              "--epochs", 1, "--training_step_per_epoch", 3, "--eval_step_per_epoch", 1, "--print-freq", 1,
              "--skip_steps", 0, "--workers", 1, "--output-dir", out)
     assert report(out)["global_step"] == 3

@@ -22,6 +22,11 @@ DEFAULT_DATA = "shards"
 PREP_COMMAND = "python -m prep.imagenet --src ILSVRC2012 --out {out}"
 
 
+class FlagError(ValueError):
+    """A flag that only the data shows to be wrong (a batch larger than a rank's share, say): exit status 2."""
+    exit_status = 2
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"trainer: {message}\n")
@@ -205,10 +210,33 @@ def _check_values(args):
                         ("--eval_step_per_epoch", args.eval_step_per_epoch)):
         if value == 0 or value < -1:
             raise ValueError(f"{flag} must be positive or -1 (whole epoch), got {value}")
-    if args.skip_steps < 0 or args.warmup_epochs < 0 or args.start_epoch is not None and args.start_epoch < 0:
-        raise ValueError("--skip_steps, --warmup-epochs and --start-epoch must not be negative")
-    if args.rank < -1 or args.gpu is not None and args.gpu < 0:
-        raise ValueError("--rank and --gpu must not be negative")
+    if args.rank < -1:
+        raise ValueError(f"--rank must not be negative, got {args.rank}")
+    ranges = (("--skip_steps", args.skip_steps, args.skip_steps >= 0, "at least 0"),
+              ("--warmup-epochs", args.warmup_epochs, args.warmup_epochs >= 0, "at least 0"),
+              ("--start-epoch", args.start_epoch, args.start_epoch is None or args.start_epoch >= 0, "at least 0"),
+              ("--gpu", args.gpu, args.gpu is None or args.gpu >= 0, "at least 0"),
+              ("--lr", args.lr, args.lr is None or args.lr > 0, "positive"),
+              ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
+              ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "at least 0"),
+              ("--label-smoothing", args.label_smoothing, 0 <= args.label_smoothing < 1, "in [0, 1)"),
+              ("--seed", args.seed, args.seed >= 0, "at least 0"))
+    for flag, value, valid, expected in ranges:
+        if not valid:  # (a NaN is valid nowhere)
+            raise ValueError(f"{flag} must be {expected}, got {value}")
+    if args.val_size < args.crop_size:
+        raise ValueError(f"--val-size {args.val_size} is below --crop-size {args.crop_size}: validation resizes the "
+                         "shorter side to --val-size, then takes a --crop-size centre crop of it")
+    _check_output_dir(Path(args.output_dir))
+
+
+def _check_output_dir(out):
+    """--output-dir is a directory this process can write, or one it can create."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--output-dir {out}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output-dir {out}: {existing} is not writable")
 
 
 def _resolve_precision(args):
@@ -330,6 +358,8 @@ def _resolve_data(args):
         cuda = args.device.startswith("cuda")
         args.loader = "dali" if "dali" in pipeline.available_backends(cuda) else "cpu"
     pipeline.require(args.loader)
+    if args.loader == "dali" and not args.device.startswith("cuda"):
+        raise ValueError(f"--loader dali decodes on the GPU; with --device {args.device} use --loader dali-cpu")
     if args.loader != "synthetic" and not Path(args.data_path).is_dir():
         raise ValueError(f"--data-path {args.data_path}: no such directory; make it with "
                          f"`{PREP_COMMAND.format(out=os.path.join(args.data_path, ''))}` (or --loader synthetic)")

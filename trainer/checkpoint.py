@@ -11,6 +11,11 @@ LATEST = "checkpoint.pth"
 BEST = "model_best.pth"
 
 
+class CheckpointError(Exception):
+    """A --resume file that is no trainer checkpoint, or one whose weights do not fit the model: exit status 1."""
+    exit_status = 1
+
+
 def save(out, state, is_best):
     """checkpoint.pth, and model_best.pth as a copy of its bytes rather than a second serialisation."""
     with atomic_file(out / LATEST, durable=True) as f:

@@ -10,7 +10,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import make_loader
 from trainer import checkpoint, distributed, launch
-from trainer.args import build_parser, parse_args
+from trainer.checkpoint import CheckpointError
+from trainer.args import FlagError, build_parser, parse_args
 from trainer.loop import Training, evaluate, train_epoch
 from trainer.meter import Clock, ThroughputMeter
 from trainer.model import build_model
@@ -42,7 +43,7 @@ def fit(args, ctx):
     train_loader, val_loader = _loaders(args, ctx, amp_dtype)
     model = build_model(args.model, args.num_classes or val_loader.num_classes, ctx.device, args.channels_last)
     if saved:
-        model.load_state_dict(saved["model"])
+        _load_model(model, saved, args)
     eval_model = torch.compile(model) if args.compile else model
     eval_steps = len(val_loader)  # the loaders are capped by the step flags already
     if args.evaluate:
@@ -65,8 +66,8 @@ def _training(args, ctx, model, steps_per_epoch, saved, amp_dtype):
         position = (args.start_epoch, 0)
     if saved:
         if saved["steps_per_epoch"] != steps_per_epoch:
-            raise SystemExit(f"trainer: --resume: the checkpoint has {saved['steps_per_epoch']} steps per epoch, this "
-                             f"run {steps_per_epoch}; resume with the same world size, batch size and data")
+            raise FlagError(f"trainer: --resume: the checkpoint has {saved['steps_per_epoch']} steps per epoch, this "
+                            f"run {steps_per_epoch}; resume with the same world size, batch size and data")
         optimizer.load_state_dict(saved["optimizer"])
         if saved["scaler"]:
             scaler.load_state_dict(saved["scaler"])
@@ -184,11 +185,33 @@ def _loaders(args, ctx, amp_dtype):
     if not args.evaluate:
         train = make_loader(args.data_path, "train", args.loader, args.batch_size,
                             steps=_positive(args.training_step_per_epoch), **common)
-        if args.num_classes is not None and args.num_classes < train.num_classes:
-            raise SystemExit(f"trainer: --num_classes {args.num_classes} is below the dataset's {train.num_classes}")
+        _check_fits(args, ctx, train)
     val = make_loader(args.data_path, "val", args.loader, args.batch_size,
                       steps=_positive(args.eval_step_per_epoch), **common)
     return train, val
+
+
+def _check_fits(args, ctx, train):
+    """The flags that only the data can refute."""
+    share = train.samples // ctx.world_size
+    if not len(train):
+        raise FlagError(f"trainer: --batch-size {args.batch_size} leaves no training step: each of the "
+                        f"{ctx.world_size} rank(s) has {share} train samples of {args.data_path}, so the largest "
+                        f"batch that trains is {share}")
+    if args.num_classes is not None and args.num_classes < train.num_classes:
+        raise FlagError(f"trainer: --num_classes {args.num_classes} is below the dataset's {train.num_classes}")
+    if args.skip_steps >= len(train):
+        _say(ctx, f"trainer: --skip_steps {args.skip_steps} covers all {len(train)} steps of an epoch: no step is "
+                  "timed, so the report has no train_fps_*")
+
+
+def _load_model(model, saved, args):
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as error:  # the names and shapes do not match
+        first = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"trainer: --resume {args.resume}: its weights do not fit {args.model} "
+                              f"({first})") from None
 
 
 def _load_checkpoint(args, ctx):
@@ -198,8 +221,9 @@ def _load_checkpoint(args, ctx):
     try:
         saved = checkpoint.load(args.resume)
         saved_args = saved["args"]
-    except Exception as error:  # any unreadable file is the same user error
-        raise SystemExit(f"trainer: --resume {args.resume}: not a trainer checkpoint ({type(error).__name__})") from None
+    except Exception as error:  # any unreadable file is the same damaged input
+        raise CheckpointError(f"trainer: --resume {args.resume}: not a trainer checkpoint "
+                              f"({type(error).__name__})") from None
     defaults = build_parser()
     for key in MODEL_KEYS if args.evaluate else RUN_KEYS:
         given = getattr(args, key)

@@ -5,12 +5,19 @@ world size = devices per node x nodes, rank = node rank x devices per node + loc
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 import torch.multiprocessing as mp
 
+from pipeline.errors import DataError
 from trainer import distributed
+from trainer.args import FlagError
+from trainer.checkpoint import CheckpointError
 from trainer.report import REPORT_FILE
+
+# What a run can stop on that is the user's data or flags, not a bug: each has its exit_status (1 damaged, 2 wrong).
+RUN_ERRORS = (DataError, FlagError, CheckpointError)
 
 
 def run(args, train):
@@ -53,6 +60,9 @@ def _train_in_group(args, train, device, **place):
     ctx = distributed.setup(device, backend=args.dist_backend, **place)
     try:
         return train(args, ctx)
+    except RUN_ERRORS as error:  # named in one line, without a traceback
+        print(error, file=sys.stderr, flush=True)
+        raise SystemExit(error.exit_status) from None
     finally:
         distributed.cleanup()
 

@@ -1,0 +1,28 @@
+"""What the pipeline raises about its data. Each message names the file or path; a command-line entry point prints
+it as one line and exits with the error's status: 2 for data that is not where it was said to be, 1 for data that
+is there but damaged (check it with `python -m prep.verify DIR`)."""
+
+
+class DataError(Exception):
+    exit_status = 1
+
+
+class MissingData(DataError):
+    """A data path that is not a dataset: no directory, no manifest or file lists, no such split."""
+    exit_status = 2
+
+
+class BadManifest(DataError):
+    """manifest.json, a file list or a DALI index that cannot be read as one, or that disagrees with itself."""
+
+
+class DamagedShard(DataError):
+    """A shard missing, shorter or longer than its manifest entry, or whose index disagrees with it."""
+
+
+class CorruptSample(DataError):
+    """A sample that does not decode or has no class label, where it cannot be skipped."""
+
+
+class DecodeError(CorruptSample):
+    """DALI failed on a sample that the CPU decoder cannot decode either (DALI cannot skip samples)."""
