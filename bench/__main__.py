@@ -12,10 +12,14 @@ def main(argv=None):
     if argv and argv[0] in COMMANDS:
         return importlib.import_module(f"bench.{argv[0]}").main(argv[1:])
     if argv and not argv[0].startswith("-"):
-        sys.exit(f"bench: unknown suite {argv[0]!r}; choose from {', '.join(COMMANDS)}")
-    for suite in SUITES:
-        print(f"== bench {suite}", flush=True)
-        importlib.import_module(f"bench.{suite}").main(argv)
+        print(f"bench: unknown suite {argv[0]!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(2)
+    suites = {name: importlib.import_module(f"bench.{name}") for name in SUITES}
+    for suite in suites.values():
+        suite.parse_args(argv)  # every suite takes the options, so a bad one stops the run before the first suite
+    for name, suite in suites.items():
+        print(f"== bench {name}", flush=True)
+        suite.main(argv)
     return 0
 
 

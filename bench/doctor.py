@@ -38,6 +38,7 @@ from bench import colours, results
 from bench.data import imagenet_sized_shards
 from bench.train import trainer_report, verdict
 from prep import imagenet as prep_imagenet
+from prep.cli import Parser, output_problem, prepped_images
 from trainer.fit import main as run_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def expect(condition, message):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m bench doctor", description=__doc__.split("\n\n")[0])
+    p = Parser("bench doctor", prog="python -m bench doctor", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when there is one")
     p.add_argument("--data-path", type=Path, help="prep output dir for the throughput runs (default: an "
                    "ImageNet-sized sample under build/bench/data)")
@@ -86,9 +87,25 @@ def parse_args(argv):
         p.error("--device cuda: CUDA is not available here; run with --device cpu for the CPU subset")
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.compile = args.device.type == "cuda" if args.compile is None else args.compile
-    if args.data_path and not (args.data_path / "manifest.json").is_file():
-        p.error(f"--data-path {args.data_path}: no manifest.json (a prep output dir is needed)")
+    p.require(f"--out-dir {args.out_dir}", output_problem(args.out_dir))
+    if args.data_path:
+        check_data(p, args)
     return args
+
+
+def check_data(parser, args):
+    """--data-path is a prep output with enough train images for the throughput runs."""
+    found = parser.prep_output("--data-path", args.data_path)
+    images, needed = prepped_images(found, "train"), speed_images(args.device.type)
+    if images < needed:
+        parser.error(f"--data-path {args.data_path} has {images} train images; the throughput runs on "
+                     f"{args.device.type} read {needed}")
+
+
+def speed_images(device_type):
+    """Train images the throughput runs read: one epoch of their steps."""
+    sizes = SIZES[device_type]
+    return sizes["speed_batch"] * (sizes["speed_steps"] + sizes["speed_skip"])
 
 
 def main(argv=None):
@@ -283,7 +300,7 @@ def speed_checks(args, scratch):
                           crop_size=sizes["speed_crop"], steps=sizes["speed_steps"], skip_steps=sizes["speed_skip"],
                           print_freq=sizes["speed_steps"], amp="bf16" if args.device.type == "cuda" else "off",
                           channels_last=args.device.type == "cuda", workers=None)
-    data = args.data_path or imagenet_sized_shards(run.batch_size * (run.steps + run.skip_steps))
+    data = args.data_path or imagenet_sized_shards(speed_images(args.device.type))
     measured = {}
     for loader in loaders:
         row = checked(f"img/s {loader}", lambda loader=loader: _speed(run, data, loader, scratch, measured))

@@ -18,7 +18,6 @@ machine's device (the baseline's are copied there too): this is the loader alone
 Also printed: single-core JPEG decode rates (libjpeg-turbo full size and DCT-scaled, Pillow), to read the
 loader figures against.
 """
-import argparse
 import io
 import statistics
 import tempfile
@@ -34,26 +33,32 @@ from bench.data import imagenet_sized_shards
 from pipeline import dataset
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, default_workers
 from pipeline.readers import open_reader
+from prep.cli import Parser, integer, prepped_images
 
 BASELINE = "torchvision"
 LOADERS = tuple(backend for backend in pipeline.BACKENDS if backend != "synthetic")
 MEASURES = ("images_per_s", "first_pass_setup_s", "later_pass_setup_s")
 DECODE_SAMPLES = 100
+DALI_NEEDS = "the dali backends need NVIDIA DALI (pip install 'imagenet-feed[dali]'), dali a GPU as well"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m bench loaders", description=__doc__.split("\n\n")[0])
+    parser = Parser("bench loaders", prog="python -m bench loaders", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", type=Path, help="prep output dir (default: an ImageNet-sized sample "
                         "under build/bench/data)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=default_workers(), help="workers/threads (default: cores)")
-    parser.add_argument("--steps", type=int, default=24, help="timed batches per run (default 24)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median counts (default 3)")
+    parser.add_argument("--batch-size", type=integer(1), default=64)
+    parser.add_argument("--workers", type=integer(1), default=default_workers(),
+                        help="workers/threads (default: cores)")
+    parser.add_argument("--steps", type=integer(1), default=24, help="timed batches per run (default 24)")
+    parser.add_argument("--rounds", type=integer(1), default=3,
+                        help="alternating rounds; the median counts (default 3)")
     usable = [backend for backend in pipeline.available_backends() if backend in LOADERS]
     parser.add_argument("--backends", default=",".join(usable),
                         help="comma-separated, from " + ", ".join(LOADERS) + " (default: those usable here)")
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
+    if not args.backends:
+        parser.error(f"--backends: none named; choose from {', '.join(LOADERS)}")
     if "synthetic" in args.backends:
         parser.error("--backends: synthetic decodes nothing (it hands out one resident batch), so it is no loader "
                      "to time against torchvision; `python -m bench train` uses it as the compute ceiling")
@@ -62,24 +67,27 @@ def parse_args(argv):
         parser.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(LOADERS)}")
     unusable = [b for b in args.backends if b not in usable]
     if unusable:  # an optional part missing: one line saying what to install
-        parser.exit(2, f"bench loaders: --backends {','.join(unusable)} cannot run here: the dali backends need "
-                       "NVIDIA DALI (pip install 'imagenet-feed[dali]'), dali a GPU as well\n")
-    for flag in ("batch_size", "workers", "steps", "rounds"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be positive")
+        parser.error(f"--backends {','.join(unusable)} cannot run here: {DALI_NEEDS}")
+    if args.data_path:
+        check_data(parser, args)
     return args
+
+
+def check_data(parser, args):
+    """--data-path is a prep output with enough train images for one timed pass."""
+    found = parser.prep_output("--data-path", args.data_path)
+    images, batches = prepped_images(found, "train"), pass_batches(args)
+    if images // args.batch_size < batches:
+        parser.error(f"--data-path {args.data_path} has {images} train images, {images // args.batch_size} "
+                     f"batches of {args.batch_size}; a timed pass reads {batches} ({batches - args.steps} to fill "
+                     "the queues, then --steps): give more data or fewer --steps")
 
 
 def main(argv=None):
     args = parse_args(argv or [])
-    warmup = warmup_batches(args.workers)
-    batches = warmup + args.steps  # one pass of every loader
+    warmup, batches = warmup_batches(args.workers), pass_batches(args)
     data_path = args.data_path or imagenet_sized_shards(args.batch_size * batches)
     images = dataset.open_dataset(data_path).split("train").samples
-    if images // args.batch_size < batches:
-        raise SystemExit(f"bench loaders: {data_path} has {images} train images, {images // args.batch_size} "
-                         f"batches of {args.batch_size}; a timed pass reads {batches} ({warmup} to fill the "
-                         "queues, then --steps): give more data or fewer --steps")
     with tempfile.TemporaryDirectory() as scratch:
         folders = folder_layout(data_path, Path(scratch))
         runs = {name: [] for name in [BASELINE, *args.backends]}
@@ -105,6 +113,11 @@ def main(argv=None):
 def warmup_batches(workers):
     """Batches a loader may have ready before the first is asked for: DataLoader workers prefetch two each."""
     return 2 * workers + 2
+
+
+def pass_batches(args):
+    """One pass of every loader: the batches that fill the queues, then the timed --steps."""
+    return warmup_batches(args.workers) + args.steps
 
 
 def time_loader(make_loader, warmup, steps):

@@ -12,7 +12,6 @@ The archives are read once before timing so both start from a warm page cache; t
 alternating rounds and the median of each is compared. Dirty pages are flushed (sync) before each run,
 untimed, so no run pays for the previous one's write-back; neither syncs its own output.
 """
-import argparse
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from bench import results
 from prep import sample
+from prep.cli import Parser, integer, output_problem, positive_number
 
 DEFAULT_OUT = Path("build/bench/prep")
 IMAGE_BYTES_GUESS = 105e3  # a little under prep.sample's mean, so one pass usually reaches the size
@@ -49,8 +49,9 @@ def make_source(src, size_mb, classes=2, seed=0):
     """Write an ILSVRC2012 source of at least size_mb MB of ImageNet-sized JPEGs; return prep.sample's record."""
     target = size_mb * 1e6
     per_class = target / IMAGE_BYTES_GUESS / classes
+    least = max(2, math.ceil(len(sample.QUIRKS) / classes))  # room for the quirks prep.sample plants
     while True:
-        train = max(2, math.ceil(per_class * (1 - VAL_FRACTION)))
+        train = max(least, math.ceil(per_class * (1 - VAL_FRACTION)))
         val = max(1, math.ceil(per_class * VAL_FRACTION))
         written = sample.write_sample(src, classes=classes, train_per_class=train, val_per_class=val,
                                       size="imagenet", seed=seed, progress=True)
@@ -132,17 +133,21 @@ def report(summary):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m bench prep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=float, default=100, help="source size to generate (default 100 MB)")
-    parser.add_argument("--classes", type=int, default=2, help="classes in the source (default 2; see above)")
-    parser.add_argument("--workers", type=int, default=2, help="prep.imagenet --workers")
-    parser.add_argument("--shard-size", type=int, default=100, help="prep.imagenet --shard-size (default 100)")
-    parser.add_argument("--rounds", type=int, default=9, help="alternating timed runs of each method (default 9)")
+    parser = Parser("bench prep", prog="python -m bench prep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=positive_number, default=100,
+                        help="source size to generate (default 100 MB)")
+    parser.add_argument("--classes", type=integer(1, sample.MAX_CLASSES), default=2,
+                        help="classes in the source (default 2; see above)")
+    parser.add_argument("--workers", type=integer(1), default=2, help="prep.imagenet --workers")
+    parser.add_argument("--shard-size", type=integer(1), default=100, help="prep.imagenet --shard-size (default 100)")
+    parser.add_argument("--rounds", type=integer(1), default=9,
+                        help="alternating timed runs of each method (default 9)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="scratch space (default build/bench/prep)")
     parser.add_argument("--keep", type=Path, help="write the source here and keep it; reused if already there")
     args = parser.parse_args(argv)
-    if args.size_mb <= 0 or min(args.classes, args.workers, args.shard_size, args.rounds) < 1:
-        parser.error("--size-mb, --classes, --workers, --shard-size and --rounds must be positive")
+    parser.require(f"--out {args.out}", output_problem(args.out))
+    if args.keep:
+        parser.require(f"--keep {args.keep}", output_problem(args.keep))
     return args
 
 

@@ -30,8 +30,10 @@ import torch
 import pipeline
 from bench import plot, results
 from bench.data import imagenet_sized_shards
+from bench.loaders import DALI_NEEDS
+from prep.cli import Parser, integer, prepped_images
 from trainer.fit import AMP_DTYPES, main as run_trainer
-from trainer.model import build_model
+from trainer.model import build_model, check_train_crop, classification_models
 
 CPU_DEFAULTS = dict(model="resnet18", batch_size=32, crop_size=64, steps=12, skip_steps=3, print_freq=3, amp="off",
                     channels_last=False)
@@ -45,37 +47,60 @@ WAITS = 0.1        # more than 10 % of step time blocked in next(loader) is wait
 def parse_args(argv):
     gpu = torch.cuda.is_available()
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
-    p = argparse.ArgumentParser(prog="python -m bench train", description=__doc__.split("\n\n")[0])
+    usable = [b for b in pipeline.available_backends(gpu) if b != "synthetic"]
+    p = Parser("bench train", prog="python -m bench train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-path", type=Path, help="prep output dir (default: an ImageNet-sized sample under build/bench/data)")
-    p.add_argument("--loaders", default=",".join(b for b in pipeline.available_backends(gpu) if b != "synthetic"),
+    p.add_argument("--loaders", default=",".join(usable),
                    help="comma-separated real loaders; synthetic always runs (default: those usable here)")
     p.add_argument("--model", default=defaults["model"])
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
-    p.add_argument("--crop-size", type=int, default=defaults["crop_size"])
-    p.add_argument("--steps", type=int, default=defaults["steps"], help="timed steps per run")
-    p.add_argument("--skip-steps", type=int, default=defaults["skip_steps"], help="untimed warm-up steps per run")
-    p.add_argument("--print-freq", type=int, default=defaults["print_freq"], help="steps per timing window")
+    p.add_argument("--batch-size", type=integer(1), default=defaults["batch_size"])
+    p.add_argument("--crop-size", type=integer(1), default=defaults["crop_size"])
+    p.add_argument("--steps", type=integer(1), default=defaults["steps"], help="timed steps per run")
+    p.add_argument("--skip-steps", type=integer(0), default=defaults["skip_steps"],
+                   help="untimed warm-up steps per run")
+    p.add_argument("--print-freq", type=integer(1), default=defaults["print_freq"], help="steps per timing window")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=defaults["amp"])
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=defaults["channels_last"])
-    p.add_argument("--workers", type=int, help="loader workers (default: the loader's)")
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best of each counts (default 5)")
+    p.add_argument("--workers", type=integer(1), help="loader workers (default: the loader's)")
+    p.add_argument("--rounds", type=integer(1), default=5,
+                   help="alternating rounds; the best of each counts (default 5)")
     args = p.parse_args(argv)
     args.loaders = [name for name in args.loaders.split(",") if name and name != "synthetic"]
     unknown = [name for name in args.loaders if name not in pipeline.BACKENDS]
     if unknown:
         p.error(f"--loaders: unknown {', '.join(unknown)}; choose from {', '.join(pipeline.BACKENDS)}")
-    for flag in ("batch_size", "crop_size", "steps", "print_freq", "rounds"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag.replace('_', '-')} must be positive")
-    if args.data_path and not (args.data_path / "manifest.json").is_file():
-        p.error(f"--data-path {args.data_path}: no manifest.json (a prep output dir is needed)")
+    unusable = [name for name in args.loaders if name not in usable]
+    if unusable:
+        p.error(f"--loaders {','.join(unusable)} cannot run here: {DALI_NEEDS}")
+    if args.model not in classification_models():
+        p.error(f"--model {args.model} is not a torchvision classification model (such as resnet18, resnet50, vgg16)")
+    try:
+        check_train_crop(args.model, args.crop_size)
+    except ValueError as error:
+        p.error(str(error))
+    if args.data_path:
+        check_data(p, args)
     args.device = "cuda" if gpu else "cpu"
     return args
 
 
+def check_data(parser, args):
+    """--data-path is a prep output with enough train images for the steps of one run."""
+    found = parser.prep_output("--data-path", args.data_path)
+    images, steps = prepped_images(found, "train"), steps_per_run(args)
+    if images // args.batch_size < steps:
+        parser.error(f"--data-path {args.data_path} has {images} train images, {images // args.batch_size} steps of "
+                     f"--batch-size {args.batch_size}; a run takes {steps} (--skip-steps, then --steps)")
+
+
+def steps_per_run(args):
+    """The untimed --skip-steps, then the timed --steps."""
+    return args.skip_steps + args.steps
+
+
 def main(argv=None):
     args = parse_args(argv or [])
-    data_path = args.data_path or imagenet_sized_shards(args.batch_size * (args.steps + args.skip_steps))
+    data_path = args.data_path or imagenet_sized_shards(args.batch_size * steps_per_run(args))
     names = ["synthetic", *args.loaders]
     trainer_runs = {name: [] for name in names}
     bare_runs = []
@@ -104,7 +129,7 @@ def main(argv=None):
 def trainer_args(args, data_path, loader, out):
     argv = ["--loader", loader, "--data-path", data_path, "--device", args.device, "--model", args.model,
             "--batch-size", args.batch_size, "--crop-size", args.crop_size, "--val-size", round(args.crop_size * 8 / 7),
-            "--epochs", 1, "--training_step_per_epoch", args.steps + args.skip_steps, "--eval_step_per_epoch", 1,
+            "--epochs", 1, "--training_step_per_epoch", steps_per_run(args), "--eval_step_per_epoch", 1,
             "--skip_steps", args.skip_steps, "--print-freq", args.print_freq, "--amp", args.amp, "--output-dir", out]
     argv += ["--channels-last"] if args.channels_last else []
     argv += ["--workers", args.workers] if args.workers else []
@@ -118,7 +143,7 @@ def trainer_report(args, data_path, loader, out):
     timed = report["training_step_per_epoch"] - args.skip_steps
     if timed < 1 or report["train_fps_mean"] is None:
         raise SystemExit(f"bench train: {data_path} gives only {report['training_step_per_epoch']} steps of batch "
-                         f"{args.batch_size}; need {args.steps + args.skip_steps} (a bigger --data-path)")
+                         f"{args.batch_size}; need {steps_per_run(args)} (a bigger --data-path)")
     return report
 
 

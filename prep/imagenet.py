@@ -4,7 +4,6 @@
 
 Killed at any moment, the same command continues where it stopped and ends with the same bytes.
 """
-import argparse
 import importlib.util
 import json
 import multiprocessing
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from prep import folders, manifest, report
 from prep.atomic import write_atomically
+from prep.cli import Parser, integer, output_problem
 from prep.devkit import LabelError
 from prep.manifest import SPLITS
 from prep.progress import progress
@@ -33,42 +33,37 @@ RUN_FILE = "run.json"  # in <out>/.prep: what the unfinished run was asked, so a
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m prep.imagenet", description=__doc__.split("\n\n")[0])
+    parser = Parser("prep", prog="python -m prep.imagenet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, help="directory with the ILSVRC2012 archives, an extracted "
                         "train/ val/ tree, or the Kaggle layout")
     parser.add_argument("--out", required=True, help="output directory (created; reruns resume in it)")
-    parser.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
+    parser.add_argument("--shard-size", type=integer(1), default=1000, help="images per shard (default 1000)")
+    parser.add_argument("--workers", type=integer(1), default=os.cpu_count(), help="processes (default: all cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train shuffle (default 0)")
     parser.add_argument("--splits", default="train,val", help="comma-separated, from train,val (default both)")
     parser.add_argument("--layout", choices=LAYOUTS, default="shards",
                         help="shards, the DeepLearningExamples folder layout, or both (default shards)")
-    parser.add_argument("--max-side", type=int, help="re-encode images whose longer side exceeds this "
-                        "(default: keep the original bytes)")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded images (default 95)")
+    parser.add_argument("--max-side", type=integer(16), help="re-encode images whose longer side exceeds this "
+                        "(at least 16; default: keep the original bytes)")
+    parser.add_argument("--quality", type=integer(1, 100), default=95,
+                        help="JPEG quality of re-encoded images (default 95)")
     parser.add_argument("--full-decode", action="store_true",
                         help="decode every image to catch corrupt data (default: check headers and end marker)")
-    parser.add_argument("--max-rejects", type=int, default=100,
+    parser.add_argument("--max-rejects", type=integer(0), default=100,
                         help="fail once more images than this are rejected (default 100)")
-    parser.add_argument("--max-member-bytes", type=int, default=64 << 20,
+    parser.add_argument("--max-member-bytes", type=integer(1), default=64 << 20,
                         help="refuse archive members larger than this (default 64 MiB)")
     args = parser.parse_args(argv)
     args.splits = args.splits.split(",")
     unknown = [split or "(empty)" for split in args.splits if split not in SPLITS]
-    checks = ((unknown, f"--splits: unknown {','.join(unknown)}; choose from {','.join(SPLITS)}"),
-              (len(set(args.splits)) < len(args.splits), f"--splits: {','.join(args.splits)} names a split twice"),
-              (args.shard_size < 1, "--shard-size must be at least 1"),
-              (args.workers < 1, "--workers must be at least 1"),
-              (args.max_side is not None and args.max_side < 16, "--max-side must be at least 16"),
-              (not 1 <= args.quality <= 100, "--quality must be in 1..100"),
-              (args.max_rejects < 0, "--max-rejects must be at least 0"),
-              (args.max_member_bytes < 1, "--max-member-bytes must be at least 1"))
-    checks += ((args.layout != "folders" and importlib.util.find_spec("wds2idx") is None,
-                "the .idx files are written by DALI's wds2idx module: "
-                "pip install 'imagenet-feed[dali]' (or use --layout folders)"),)
-    for failed, message in checks:
-        if failed:
-            parser.exit(2, f"prep: {message}\n")
+    if unknown:
+        parser.error(f"--splits: unknown {','.join(unknown)}; choose from {','.join(SPLITS)}")
+    if len(set(args.splits)) < len(args.splits):
+        parser.error(f"--splits: {','.join(args.splits)} names a split twice")
+    parser.require(f"--out {args.out}", output_problem(args.out))
+    if args.layout != "folders" and importlib.util.find_spec("wds2idx") is None:
+        parser.error("the .idx files are written by DALI's wds2idx module: "
+                     "pip install 'imagenet-feed[dali]' (or use --layout folders)")
     return args
 
 
@@ -200,9 +195,8 @@ class Rejects:
 
 
 def check_out(out, asked):
-    """Refuse an --out that holds something else; False when it holds the finished result of this command."""
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} exists and is not a directory")
+    """Refuse an --out that holds something else; False when it holds the finished result of this command.
+    (parse_args has made sure it is a directory or can be made one.)"""
     scratch, done = out / SCRATCH, out / manifest.NAME
     if done.exists():
         try:

@@ -15,7 +15,6 @@ import argparse
 import colorsys
 import gzip
 import io
-import os
 import sys
 import tarfile
 import tempfile
@@ -27,6 +26,7 @@ import scipy.io
 from PIL import Image
 
 from prep.atomic import atomic_file
+from prep.cli import Parser, out_of_range, output_problem
 from prep.progress import progress as progress_bar
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -63,6 +63,7 @@ REAL_CLASSES = (
     ("n01592084", "chickadee"),
 )
 SIZES = ("small", "imagenet")
+MAX_CLASSES = 1000  # ILSVRC2012's; past about 1,060 the synthetic WNIDs would leave the nXXXXXXXX form
 # Aspect ratios (width / height) of real photos, most of them 4:3 landscape.
 ASPECTS = np.array([4 / 3, 3 / 2, 1.0, 3 / 4, 2 / 3, 5 / 4, 16 / 9])
 ASPECT_WEIGHTS = np.array([0.5, 0.15, 0.08, 0.12, 0.06, 0.05, 0.04])
@@ -178,12 +179,14 @@ def open_tar(fileobj):
     return tarfile.open(fileobj=fileobj, mode="w", format=tarfile.GNU_FORMAT)
 
 
+def planted_kinds(quirks, corrupt):
+    return list(QUIRKS if quirks else ()) + list(CORRUPTIONS if corrupt else ())
+
+
 def plant(train_keys, quirks, corrupt):
     """Choose which train files carry a quirk: {key: kind}, spread over the first classes."""
-    kinds = list(QUIRKS if quirks else ()) + list(CORRUPTIONS if corrupt else ())
+    kinds = planted_kinds(quirks, corrupt)
     wnids = list(train_keys)
-    if len(kinds) > len(wnids) * len(train_keys[wnids[0]]):
-        raise SystemExit(f"prep.sample: {len(kinds)} planted files need at least as many train images")
     planted = {}
     for i, kind in enumerate(kinds):
         keys = train_keys[wnids[i % len(wnids)]]
@@ -278,34 +281,34 @@ def write_devkit(path, table, ground_truth):
 
 # --- entry points ------------------------------------------------------------------------------------
 
-def prepare_out(out):
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"prep.sample: --out {out} exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SystemExit(f"prep.sample: cannot create --out {out}: {error.strerror}")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise SystemExit(f"prep.sample: --out {out} is not writable")
-    return out
+def check_options(classes, train_per_class, val_per_class, size, quality, seed, quirks, corrupt):
+    """ValueError naming the flag of the first option write_sample cannot use."""
+    ranges = {"--classes": (classes, 1, MAX_CLASSES), "--train-per-class": (train_per_class, 1, None),
+              "--val-per-class": (val_per_class, 0, None), "--quality": (quality, 1, 100), "--seed": (seed, 0, None)}
+    for flag, (value, least, most) in ranges.items():
+        problem = out_of_range(value, least, most)
+        if problem:
+            raise ValueError(f"{flag} {problem}")
+    if size not in SIZES:
+        raise ValueError(f"--size must be one of {', '.join(SIZES)}, not {size}")
+    planted = planted_kinds(quirks, corrupt)
+    if len(planted) > classes * train_per_class:
+        raise ValueError(f"--classes {classes} x --train-per-class {train_per_class} train images cannot hold the "
+                         f"{len(planted)} planted files ({', '.join(planted)}); give more, or --no-quirks")
 
 
 def write_sample(out, *, classes=10, train_per_class=100, val_per_class=20, size="small", quality=90, seed=0,
                  quirks=True, corrupt=False, progress=False):
-    """Write the three ILSVRC2012 archives into `out` and return what was written.
+    """Write the three ILSVRC2012 archives into `out` (made if missing) and return what was written; ValueError
+    for an option it cannot use (check_options), OSError for an `out` it cannot write.
 
     The result: out, archives (name -> path), wnids (sorted, = class index order), ilsvrc_ids (wnid -> devkit
     ID), train (wnid -> member keys, archive order), val_wnids (wnid of val image i+1), planted (train key ->
     cmyk|grayscale|png|truncated|empty), images, bytes (sum of the archive sizes).
     """
-    if classes < 1 or train_per_class < 1 or val_per_class < 0:
-        raise SystemExit("prep.sample: need --classes >= 1, --train-per-class >= 1, --val-per-class >= 0")
-    if size not in SIZES:
-        raise SystemExit(f"prep.sample: --size must be one of {', '.join(SIZES)}")
-    if not 1 <= quality <= 100:
-        raise SystemExit("prep.sample: --quality must be in 1..100")
-    out = prepare_out(out)
+    check_options(classes, train_per_class, val_per_class, size, quality, seed, quirks, corrupt)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     named = class_wnids(classes)
     wnids = [wnid for wnid, _ in named]
@@ -335,9 +338,9 @@ def write_sample(out, *, classes=10, train_per_class=100, val_per_class=20, size
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m prep.sample", description=__doc__.split("\n\n")[0])
+    parser = Parser("prep.sample", prog="python -m prep.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory for the three archives (created if missing)")
-    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--classes", type=int, default=10, help=f"at most {MAX_CLASSES} (default 10)")
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=20)
     parser.add_argument("--size", choices=SIZES, default="small",
@@ -347,7 +350,14 @@ def parse_args(argv):
     parser.add_argument("--quirks", action=argparse.BooleanOptionalAction, default=True,
                         help="plant one CMYK, one greyscale and one PNG-named-.JPEG train image (default on)")
     parser.add_argument("--corrupt", action="store_true", help="also plant a truncated and an empty train file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    parser.require(f"--out {args.out}", output_problem(args.out))
+    try:
+        check_options(args.classes, args.train_per_class, args.val_per_class, args.size, args.quality, args.seed,
+                      args.quirks, args.corrupt)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv=None):

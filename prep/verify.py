@@ -4,15 +4,16 @@ Each tar is re-hashed and re-read (size, sha256, member pairs, labels in range, 
 .idx compared with a fresh index from DALI's wds2idx; the folder layout's lists, when present, are checked
 against the same counts. Prints one line per mismatch and exits non-zero if there is any.
 """
-import argparse
 import hashlib
 import importlib.util
 import sys
 import tarfile
 import tempfile
+from operator import itemgetter
 from pathlib import Path
 
 from prep import manifest
+from prep.cli import Parser, input_dir_problem
 from prep.progress import progress
 from prep.tario import CHUNK, KEY, unsafe_reason
 
@@ -23,6 +24,7 @@ def verify(out):
     try:
         found = manifest.load(out)
         classes, splits = found["classes"], found["splits"]
+        _require_fields(splits)
         shards = [shard for entry in splits.values() for shard in entry["shards"]]
         total = sum(shard["bytes"] for shard in shards)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -33,34 +35,62 @@ def verify(out):
     problems = []
     with progress(total=total, unit="B", unit_scale=True, desc="verify") as bar:
         for split, entry in splits.items():
-            per_class = [0] * len(classes)
+            per_class, all_read = [0] * len(classes), True
             for shard in entry["shards"]:
-                problems += check_shard(out, shard, per_class, bar)
-            if entry["shards"]:
+                labels, shard_problems = check_shard(out, shard, len(classes), bar)
+                problems += shard_problems
+                all_read = all_read and labels is not None
+                for label in labels or ():
+                    per_class[label] += 1
+            if entry["shards"] and all_read:  # else the damaged shard's line is the news, not the counts it skews
                 problems += _compare(f"{split} shards", per_class, entry, classes)
             problems += check_list(out, split, entry, classes)
     return problems
 
 
-def check_shard(out, shard, per_class, bar):
-    """Problems of one tar and its index; adds its labels to `per_class`."""
-    path = out / shard["name"]
+SPLIT_FIELDS = itemgetter("samples", "per_class", "shards")
+SHARD_FIELDS = itemgetter("name", "index", "samples", "bytes", "sha256")
+
+
+def _require_fields(splits):
+    """KeyError or TypeError now if the manifest lacks a field the checks read, rather than halfway through them."""
+    for entry in splits.values():
+        SPLIT_FIELDS(entry)
+        for shard in entry["shards"]:
+            SHARD_FIELDS(shard)
+
+
+def check_shard(out, shard, num_classes, bar):
+    """(labels, problems) of one tar and its index. A damaged tar is one line, and None for its labels: they
+    cannot be trusted. An index that is missing or differs is one more line."""
+    path, index = out / shard["name"], out / shard["index"]
+    labels, damage = _read_tar(path, shard, num_classes, bar)
+    if damage:
+        return None, [f"{path}: {'; '.join(damage)}"]
+    if not index.is_file():
+        return labels, [f"{index}: missing (the index of {shard['name']})"]
+    if not _index_matches(path, index):
+        return labels, [f"{index}: differs from a fresh wds2idx index of {shard['name']}"]
+    return labels, []
+
+
+def _read_tar(path, shard, num_classes, bar):
+    """(labels, damage): the tar's labels, and how it departs from its manifest entry (a phrase per fact)."""
+    damage = []
     try:
-        if path.stat().st_size != shard["bytes"]:
-            return [f"{path}: {path.stat().st_size} bytes, the manifest says {shard['bytes']}"]
-        problems = [] if _sha256(path, bar) == shard["sha256"] else [f"{path}: sha256 differs from the manifest"]
-        labels = _labels(path, len(per_class))
+        size = path.stat().st_size
+        if size != shard["bytes"]:
+            return None, [f"{size} bytes, the manifest says {shard['bytes']}"]
+        if _sha256(path, bar) != shard["sha256"]:
+            damage.append("sha256 differs from the manifest")
+        labels = _labels(path, num_classes)
     except OSError as error:
-        return [f"{path}: unreadable ({error.strerror or error})"]
+        return None, [f"unreadable ({error.strerror or error})"]
     except ValueError as error:
-        return problems + [f"{path}: {error}"]
+        return None, [*damage, str(error)]
     if len(labels) != shard["samples"]:
-        problems.append(f"{path}: {len(labels)} samples, the manifest says {shard['samples']}")
-    for label in labels:
-        per_class[label] += 1
-    if not _index_matches(path, out / shard["index"]):
-        problems.append(f"{out / shard['index']}: differs from a fresh wds2idx index of {shard['name']}")
-    return problems
+        damage.append(f"{len(labels)} samples, the manifest says {shard['samples']}")
+    return labels, damage
 
 
 def _sha256(path, bar):
@@ -133,11 +163,17 @@ def _compare(what, per_class, entry, classes):
     return wrong
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m prep.verify", description=__doc__.split("\n\n")[0])
+def parse_args(argv):
+    parser = Parser("verify", prog="python -m prep.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="a directory written by `python -m prep.imagenet`")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not Path(args.out, manifest.NAME).is_file():
+    args = parser.parse_args(argv)
+    parser.require(args.out, input_dir_problem(args.out))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not Path(args.out, manifest.NAME).is_file():  # a directory whose run never finished: it fails the check
         raise SystemExit(f"verify: {args.out}: no {manifest.NAME}; expected the --out of python -m prep.imagenet")
     problems = verify(args.out)
     for problem in problems:
