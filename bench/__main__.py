@@ -3,12 +3,21 @@
 import importlib
 import sys
 
+from pipeline.errors import DataError
+
 SUITES = ("loaders", "train", "prep")
 COMMANDS = (*SUITES, "doctor")
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    except DataError as error:  # the data measured is damaged or missing: one line, its exit status
+        print(error, file=sys.stderr)
+        raise SystemExit(error.exit_status) from None
+
+
+def _run(argv):
     if argv and argv[0] in COMMANDS:
         return importlib.import_module(f"bench.{argv[0]}").main(argv[1:])
     if argv and not argv[0].startswith("-"):

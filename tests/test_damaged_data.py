@@ -148,3 +148,16 @@ def test_skip_steps_covering_the_epoch_is_said_once(sample_shards, tmp_path, cap
     report = train([*TINY, "--data-path", str(sample_shards), "--output-dir", str(tmp_path), "--skip_steps", "100"])
     assert capsys.readouterr().out.count("--skip_steps 100 covers all 2 steps of an epoch: no step is timed") == 1
     assert report["train_fps_mean"] is None
+
+
+def test_bench_names_the_damage_in_one_line(two_shards, tmp_path, capsys):
+    from bench.__main__ import main as bench
+
+    data = tmp_path / "shards"
+    shutil.copytree(two_shards, data)
+    truncate(data)
+    with pytest.raises(SystemExit) as stop:
+        bench(["loaders", "--data-path", str(data), "--rounds", "1", "--steps", "1", "--batch-size", "8"])
+    assert stop.value.code == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "train-000001.tar is " in error and "prep.verify" in error
