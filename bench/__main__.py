@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-from pipeline.errors import DataError
+from common.errors import DataError
 
 SUITES = ("loaders", "train", "prep")
 COMMANDS = (*SUITES, "doctor")

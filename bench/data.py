@@ -3,6 +3,8 @@ folder layout, with at least as many train images as a bench reads in one epoch;
 import math
 from pathlib import Path
 
+from common.layout import has_manifest
+
 ROOT = Path("build/bench/data")
 CLASSES = 10
 VAL_PER_CLASS = 4
@@ -14,7 +16,7 @@ def imagenet_sized_shards(train_images):
     per_class = math.ceil(train_images / CLASSES)
     out = ROOT / f"{CLASSES}x{per_class}"
     shards = out / "shards"
-    if not (shards / "manifest.json").is_file():
+    if not has_manifest(shards):
         sample.write_sample(out / "src", classes=CLASSES, train_per_class=per_class, val_per_class=VAL_PER_CLASS,
                             size="imagenet", progress=True)
         if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--layout", "both"]):

@@ -37,8 +37,8 @@ import pipeline
 from bench import colours, results
 from bench.data import imagenet_sized_shards
 from bench.train import trainer_report, verdict
+from common.cli import Parser, output_problem, prepped_images
 from prep import imagenet as prep_imagenet
-from prep.cli import Parser, output_problem, prepped_images
 from trainer.fit import main as run_trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,10 +30,11 @@ import torch
 import pipeline
 from bench import results
 from bench.data import imagenet_sized_shards
+from common.cli import Parser, integer, prepped_images
+from common.layout import LISTS
 from pipeline import dataset
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, default_workers
 from pipeline.readers import open_reader
-from prep.cli import Parser, integer, prepped_images
 
 BASELINE = "torchvision"
 LOADERS = tuple(backend for backend in pipeline.BACKENDS if backend != "synthetic")
@@ -190,7 +191,7 @@ class CudaBatches:
 
 def folder_layout(data_path, scratch):
     """The prep output's train/ folder layout, or one written into `scratch` from its shards."""
-    if (Path(data_path) / "train_list.txt").is_file():
+    if (Path(data_path) / LISTS["train"]).is_file():
         return Path(data_path)
     data = dataset.open_dataset(data_path)
     reader = open_reader(data.split("train"))

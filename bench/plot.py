@@ -1,7 +1,7 @@
 """PNG plots of benchmark results (matplotlib, Agg backend: no display needed).
 
 matplotlib is optional: imported when a plot is drawn, its absence an ImportError saying what to install."""
-from prep.atomic import atomic_file
+from common.atomic import atomic_file
 
 
 def plot_train(result, path, loaders_result=None):

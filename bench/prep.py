@@ -12,7 +12,6 @@ The archives are read once before timing so both start from a warm page cache; t
 alternating rounds and the median of each is compared. Dirty pages are flushed (sync) before each run,
 untimed, so no run pays for the previous one's write-back; neither syncs its own output.
 """
-import json
 import math
 import os
 import shutil
@@ -25,8 +24,9 @@ import time
 from pathlib import Path
 
 from bench import results
+from common.cli import Parser, integer, output_problem, positive_number
+from common.layout import read_manifest
 from prep import sample
-from prep.cli import Parser, integer, output_problem, positive_number
 
 DEFAULT_OUT = Path("build/bench/prep")
 IMAGE_BYTES_GUESS = 105e3  # a little under prep.sample's mean, so one pass usually reaches the size
@@ -85,7 +85,7 @@ def prep_command(src, out, workers, shard_size):
 
 def check_prep_output(out, images):
     """A timing only counts if prep wrote every image (the sample has no corrupt files to reject)."""
-    manifest = json.loads((Path(out) / "manifest.json").read_text())
+    manifest = read_manifest(out)
     written = sum(split["samples"] for split in manifest["splits"].values())
     if written != images:
         raise SystemExit(f"bench prep: prep.imagenet wrote {written} of {images} images to {out}")

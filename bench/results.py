@@ -1,11 +1,12 @@
 """Where benchmark results go: JSON under bench/results/, stamped with the machine they were measured on."""
+import contextlib
 import json
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
 
-from prep.atomic import write_atomically
+from common.atomic import write_atomically
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LIBRARIES = ("torch", "torchvision", "nvidia-dali-cuda130", "webdataset", "simplejpeg",
@@ -24,10 +25,8 @@ def machine_info():
         "libraries": {},
     }
     for name in LIBRARIES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             info["libraries"][name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return info
 
 

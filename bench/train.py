@@ -31,8 +31,9 @@ import pipeline
 from bench import plot, results
 from bench.data import imagenet_sized_shards
 from bench.loaders import DALI_NEEDS
-from prep.cli import Parser, integer, prepped_images
-from trainer.fit import AMP_DTYPES, main as run_trainer
+from common.cli import Parser, integer, prepped_images
+from trainer.fit import AMP_DTYPES
+from trainer.fit import main as run_trainer
 from trainer.model import build_model, check_train_crop, classification_models
 
 CPU_DEFAULTS = dict(model="resnet18", batch_size=32, crop_size=64, steps=12, skip_steps=3, print_freq=3, amp="off",
@@ -49,7 +50,8 @@ def parse_args(argv):
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
     usable = [b for b in pipeline.available_backends(gpu) if b != "synthetic"]
     p = Parser("bench train", prog="python -m bench train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-path", type=Path, help="prep output dir (default: an ImageNet-sized sample under build/bench/data)")
+    p.add_argument("--data-path", type=Path,
+                   help="prep output dir (default: an ImageNet-sized sample under build/bench/data)")
     p.add_argument("--loaders", default=",".join(usable),
                    help="comma-separated real loaders; synthetic always runs (default: those usable here)")
     p.add_argument("--model", default=defaults["model"])
@@ -211,7 +213,8 @@ def verdict(loaders):
         return "no real loader ran: only the compute ceiling (synthetic) was measured"
     name, row = max(real.items(), key=lambda item: item[1]["train_fps_mean"])
     ratio, wait = row["ratio_to_synthetic"], row["data_wait_share"]
-    facts = f"{name} reaches {ratio:.0%} of the synthetic loader's throughput and waits for data {wait:.0%} of step time"
+    facts = (f"{name} reaches {ratio:.0%} of the synthetic loader's throughput and waits for data {wait:.0%} of "
+             "step time")
     if ratio >= KEEPS_UP:
         return f"compute-bound: {facts}, so the model, not the data, sets the pace"
     if wait >= WAITS:

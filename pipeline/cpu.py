@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from common.errors import CorruptSample, DataError
 from pipeline import crops, dataset, sampling
 from pipeline.decode import CorruptImage, crop_resize
-from pipeline.errors import CorruptSample, DataError
 from pipeline.normalize import ImageNormalizer, normalize
 from pipeline.readers import CorruptLabel, open_reader
 
@@ -156,7 +156,7 @@ class BatchBuilder(torch.utils.data.Dataset):
             except SKIPPED as error:
                 where = self.reader.describe(i)
                 if o.strict:
-                    raise CorruptSample(f"pipeline: corrupt sample {where}: {error}") from None
+                    raise CorruptSample(f"corrupt sample {where}: {error}") from None
                 skipped.append(f"{where} ({error})")
                 continue
             if self.normalise:

@@ -23,9 +23,9 @@ import contextlib
 import numpy as np
 import torch
 
+from common.errors import DecodeError
 from pipeline import crops, dataset, sampling
 from pipeline.decode import CorruptImage, check_decodes
-from pipeline.errors import DecodeError
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.readers import CorruptLabel, open_reader
 
@@ -126,7 +126,7 @@ class _Source:
             culprit = self._undecodable()
             if culprit is None:
                 raise
-            raise DecodeError(f"pipeline: DALI could not decode {culprit}; DALI cannot skip samples: check the "
+            raise DecodeError(f"DALI could not decode {culprit}; DALI cannot skip samples: check the "
                               "data with python -m prep.verify, or use the cpu backend, which skips and counts "
                               "corrupt samples") from error
 

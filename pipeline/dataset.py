@@ -8,7 +8,6 @@ Opening a split checks each shard against its manifest entry and its index again
 the member names at the first and last offsets): a shard cut short or an index of another tar is a DamagedShard
 before any training, not hundreds of "corrupt" samples during it. The sha256 is prep.verify's to check.
 """
-import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import BadManifest, DamagedShard, MissingData
+from common.errors import BadManifest, DamagedShard, MissingData
+from common.layout import LISTS, MANIFEST, has_manifest, read_index, read_list, read_manifest
 
-MANIFEST = "manifest.json"
-LISTS = {"train": "train_list.txt", "val": "val_list.txt"}
 TAR_BLOCK = 512  # a tar member's data follows its 512-byte header, which starts with the member's name
 
 
@@ -41,7 +39,7 @@ class ShardSplit:
     def table(self):
         table = SampleTable.from_shards(self.shards)
         if len(table) != self.samples:
-            raise BadManifest(f"pipeline: the manifest counts {self.samples} samples in {self.shards[0].tar.parent} "
+            raise BadManifest(f"the manifest counts {self.samples} samples in {self.shards[0].tar.parent} "
                               f"but its shards hold {len(table)}")
         return table
 
@@ -72,7 +70,7 @@ class SampleTable:
 
     @classmethod
     def from_shards(cls, shards):
-        indexes = [_parse_index(shard.index) for shard in shards]
+        indexes = [read_index(shard.index) for shard in shards]
         for shard, index in zip(shards, indexes):
             _check_shard(shard, index)
         tar_id = np.concatenate([np.full(len(index.jpg_offset), i, np.int32) for i, index in enumerate(indexes)])
@@ -96,33 +94,29 @@ class Dataset:
 
     def split(self, name):
         if name not in self.splits:
-            raise MissingData(f"pipeline: {self.root} has no {name} split")
+            raise MissingData(f"{self.root} has no {name} split")
         return self.splits[name]
-
-
-def has_manifest(data_path):
-    return (Path(data_path) / MANIFEST).is_file()
 
 
 def open_dataset(data_path):
     """The shards of a prep output dir (manifest.json), else its folder layout (train_list.txt/val_list.txt)."""
     root = Path(data_path)
     if not root.is_dir():
-        raise MissingData(f"pipeline: data path {root} is not a directory")
+        raise MissingData(f"data path {root} is not a directory")
     if has_manifest(root):
         return _from_manifest(root)
     if any((root / name).is_file() for name in LISTS.values()):
         return _from_folders(root)
-    raise MissingData(f"pipeline: {root} has neither {MANIFEST} nor {' / '.join(LISTS.values())}")
+    raise MissingData(f"{root} has neither {MANIFEST} nor {' / '.join(LISTS.values())}")
 
 
 def _from_manifest(root):
     try:
-        manifest = json.loads((root / MANIFEST).read_text())
+        manifest = read_manifest(root)
         classes = manifest["classes"]
         splits = {name: _shard_split(root, split) for name, split in manifest["splits"].items() if split["shards"]}
     except (ValueError, KeyError, TypeError) as error:
-        raise BadManifest(f"pipeline: {root / MANIFEST} is not a prep manifest ({error!r})") from None
+        raise BadManifest(f"{root / MANIFEST} is not a prep manifest ({error!r})") from None
     if not splits:
         folders = _from_folders(root)
         return Dataset(root, classes, folders.splits)
@@ -138,59 +132,14 @@ def _shard_split(root, split):
 def _from_folders(root):
     splits = {name: _folder_split(root, name) for name, file_list in LISTS.items() if (root / file_list).is_file()}
     if not splits:
-        raise MissingData(f"pipeline: {root} has no {' / '.join(LISTS.values())}")
+        raise MissingData(f"{root} has no {' / '.join(LISTS.values())}")
     classes = sorted(p.name for p in (root / next(iter(splits))).iterdir() if p.is_dir())
     return Dataset(root, classes, splits)
 
 
 def _folder_split(root, name):
-    file_list = root / LISTS[name]
-    files, labels = [], []
-    for number, line in enumerate(file_list.read_text().splitlines(), 1):
-        path, _, label = line.rpartition(" ")
-        if not path or not label.isdigit():
-            raise BadManifest(f"pipeline: {file_list}:{number}: expected '<relative path> <label>', got {line!r}")
-        files.append(path)
-        labels.append(int(label))
-    return FolderSplit(root / name, files, np.array(labels, dtype=np.int64))
-
-
-@dataclass(frozen=True)
-class Index:
-    """A parsed DALI v1.2 index of .jpg + .cls samples: per sample the offsets and sizes of both members, and the
-    .jpg member names of the first and the last sample."""
-    jpg_offset: np.ndarray
-    jpg_size: np.ndarray
-    cls_offset: np.ndarray
-    cls_size: np.ndarray
-    end_names: tuple
-
-
-def _parse_index(path):
-    """Vectorised: ImageNet's 1.28M lines parse in about a second."""
-    try:
-        tokens = Path(path).read_text().split()
-    except FileNotFoundError:
-        raise DamagedShard(f"pipeline: {path} is listed in the manifest but missing") from None
-    if len(tokens) < 2 or tokens[0] != "v1.2" or not tokens[1].isdigit():
-        raise BadManifest(f"pipeline: {path} is not a DALI v1.2 index")
-    samples, body = int(tokens[1]), tokens[2:]
-    if len(body) != 8 * samples:
-        raise BadManifest(f"pipeline: {path}: expected {samples} samples of one .jpg and one .cls each")
-    ext = np.array([body[0::8], body[4::8]])
-    try:
-        offset = np.array([body[1::8], body[5::8]], dtype=np.int64)
-        size = np.array([body[2::8], body[6::8]], dtype=np.int64)
-    except ValueError:
-        raise BadManifest(f"pipeline: {path}: offsets and sizes must be integers") from None
-    jpg_first = ext[0] == "jpg"
-    if not np.array_equal(ext[1] == "cls", jpg_first) or not np.array_equal(ext[0] == "cls", ~jpg_first):
-        raise BadManifest(f"pipeline: {path}: every sample needs exactly one .jpg and one .cls")
-    jpg, cls = np.where(jpg_first, 0, 1), np.where(jpg_first, 1, 0)
-    samples_at = np.arange(samples)
-    names = tuple(body[8 * k + 4 * jpg[k] + 3] for k in (0, samples - 1)) if samples else ()
-    return Index(offset[jpg, samples_at], size[jpg, samples_at], offset[cls, samples_at], size[cls, samples_at],
-                 names)
+    files, labels = read_list(root / LISTS[name])
+    return FolderSplit(root / name, files, labels)
 
 
 def _check_shard(shard, index):
@@ -199,19 +148,19 @@ def _check_shard(shard, index):
     try:
         size = shard.tar.stat().st_size
     except FileNotFoundError:
-        raise DamagedShard(f"pipeline: {shard.tar} is listed in the manifest but missing; {verify}") from None
+        raise DamagedShard(f"{shard.tar} is listed in the manifest but missing; {verify}") from None
     if size != shard.bytes:
-        raise DamagedShard(f"pipeline: {shard.tar} is {size:,} bytes, the manifest says {shard.bytes:,}: the shard "
+        raise DamagedShard(f"{shard.tar} is {size:,} bytes, the manifest says {shard.bytes:,}: the shard "
                            f"is damaged or was changed after prep; {verify}")
     if len(index.jpg_offset) != shard.samples:
-        raise DamagedShard(f"pipeline: {shard.index} lists {len(index.jpg_offset)} samples, the manifest "
+        raise DamagedShard(f"{shard.index} lists {len(index.jpg_offset)} samples, the manifest "
                            f"{shard.samples}: the index is not this shard's; {verify}")
     if not shard.samples:
         return
     end = max((index.jpg_offset + index.jpg_size).max(), (index.cls_offset + index.cls_size).max())
     names = [_member_name(shard.tar, int(index.jpg_offset[k])) for k in (0, -1)]
     if end > size or any(not name or not wanted.startswith(name) for name, wanted in zip(names, index.end_names)):
-        raise DamagedShard(f"pipeline: {shard.index} does not describe {shard.tar.name} (its offsets point past its "
+        raise DamagedShard(f"{shard.index} does not describe {shard.tar.name} (its offsets point past its "
                            f"end or at other members); {verify}")
 
 

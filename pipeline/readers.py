@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import DamagedShard
 from pipeline.dataset import ShardSplit
-from pipeline.errors import DamagedShard
 
 
 class CorruptLabel(ValueError):
@@ -35,7 +35,7 @@ class ShardReader:
         t = self.table
         span = os.pread(self._fd(t.tar_id[i]), int(t.length[i]), int(t.start[i]))
         if len(span) != t.length[i]:  # the size was checked when the split opened: it changed since
-            raise DamagedShard(f"pipeline: {t.tars[t.tar_id[i]]} ends {t.length[i] - len(span)} bytes before sample "
+            raise DamagedShard(f"{t.tars[t.tar_id[i]]} ends {t.length[i] - len(span)} bytes before sample "
                                f"{self.describe(i)}; check the data with python -m prep.verify")
         label = span[t.cls_at[i]:t.cls_at[i] + t.cls_size[i]]
         if not label.isdigit():

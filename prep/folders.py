@@ -4,7 +4,8 @@ The images themselves (train/<wnid>/<key>.JPEG, val/<wnid>/<key>.JPEG) are writt
 """
 from pathlib import Path
 
-from prep.atomic import write_atomically
+from common.atomic import write_atomically
+from common.layout import LISTS, VAL_MAP, VALPREP, list_line
 
 VALPREP_HEAD = """#!/bin/sh
 # Sorts a flat ILSVRC2012 val/ folder (ILSVRC2012_val_*.JPEG) into val/<wnid>/ folders: run it inside val/.
@@ -22,11 +23,11 @@ def write_lists(out, classes, records):
     """`records` maps split -> shard records; each record's `kept` lists [key, label]."""
     for split, split_records in records.items():
         kept = sorted((classes[label], key, label) for r in split_records for key, label in r["kept"])
-        listing = "".join(f"{wnid}/{key}.JPEG {label}\n" for wnid, key, label in kept)
-        write_atomically(Path(out, f"{split}_list.txt"), listing)
+        listing = "".join(list_line(f"{wnid}/{key}.JPEG", label) for wnid, key, label in kept)
+        write_atomically(Path(out, LISTS[split]), listing)
         if split == "val":
             by_key = sorted((key, wnid) for wnid, key, _ in kept)
-            write_atomically(Path(out, "val_map.txt"), "".join(f"{key}.JPEG {wnid}\n" for key, wnid in by_key))
+            write_atomically(Path(out, VAL_MAP), "".join(f"{key}.JPEG {wnid}\n" for key, wnid in by_key))
             script = VALPREP_HEAD + "".join(f"mkdir -p {wnid}\n" for wnid in sorted({w for _, w in by_key}))
             script += "".join(f"mv {key}.JPEG {wnid}/\n" for key, wnid in by_key)
-            write_atomically(Path(out, "valprep.sh"), script, mode=0o755)
+            write_atomically(Path(out, VALPREP), script, mode=0o755)

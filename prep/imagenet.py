@@ -17,11 +17,11 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
+from common.atomic import write_atomically
+from common.cli import Parser, integer, output_problem
+from common.layout import MANIFEST, SPLITS, read_manifest
 from prep import folders, manifest, report
-from prep.atomic import write_atomically
-from prep.cli import Parser, integer, output_problem
 from prep.devkit import LabelError
-from prep.manifest import SPLITS
 from prep.progress import progress
 from prep.shards import SCRATCH, Options, finished, plan, write_shard
 from prep.sources import SourceError, label_mismatch, open_source, stray_sample
@@ -122,7 +122,7 @@ def finish(args, kind, classes, found, by_split, expected, started):
     problems = report.count_problems(expected, result, rejects)
     print(report.summary(expected, result, time.perf_counter() - started, problems))
     if problems:  # no manifest: the output stays unfinished, so a rerun checks and fails again
-        print(f"prep: the counts do not match the labels, so {out} gets no {manifest.NAME}; "
+        print(f"prep: the counts do not match the labels, so {out} gets no {MANIFEST}; "
               "fix the source and prep it into a new --out", file=sys.stderr)
         return 1
     if args.layout != "shards":
@@ -197,13 +197,13 @@ class Rejects:
 def check_out(out, asked):
     """Refuse an --out that holds something else; False when it holds the finished result of this command.
     (parse_args has made sure it is a directory or can be made one.)"""
-    scratch, done = out / SCRATCH, out / manifest.NAME
+    scratch, done = out / SCRATCH, out / MANIFEST
     if done.exists():
         try:
-            previous = manifest.load(out)
+            previous = read_manifest(out)
             made_from = {"src": previous["source"]["path"], "options": previous["options"]}
         except (OSError, ValueError, KeyError, TypeError):
-            fail(f"--out {out} holds a {manifest.NAME} prep cannot read; choose another --out")
+            fail(f"--out {out} holds a {MANIFEST} prep cannot read; choose another --out")
         if made_from != asked:
             fail(f"--out {out} holds shards made from other inputs or options; choose another --out")
         shutil.rmtree(scratch, ignore_errors=True)  # killed after the manifest was written

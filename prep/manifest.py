@@ -5,11 +5,8 @@ Nothing in it depends on timing, worker count or completion order, so a resumed 
 import json
 from pathlib import Path
 
-from prep.atomic import write_atomically
-
-FORMAT, VERSION = "imagenet-wds", 1
-NAME = "manifest.json"
-SPLITS = ("train", "val")  # also the order of the lists
+from common.atomic import write_atomically
+from common.layout import FORMAT, MANIFEST, SPLITS, VERSION
 
 
 def build(kind, src, options, classes, records, scan_rejects, unsafe):
@@ -48,8 +45,4 @@ def _in_order(entries):
 
 
 def write(out, manifest):
-    write_atomically(Path(out, NAME), json.dumps(manifest, indent=1) + "\n")
-
-
-def load(out):
-    return json.loads(Path(out, NAME).read_text())
+    write_atomically(Path(out, MANIFEST), json.dumps(manifest, indent=1) + "\n")

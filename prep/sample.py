@@ -25,8 +25,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from prep.atomic import atomic_file
-from prep.cli import Parser, out_of_range, output_problem
+from common.atomic import atomic_file
+from common.cli import Parser, out_of_range, output_problem
 from prep.progress import progress as progress_bar
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"

@@ -9,9 +9,10 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
-from prep.atomic import write_atomically
+from common.atomic import write_atomically
+from common.layout import shard_name
 from prep.images import Rejected, normalise
 from prep.tario import ShardTar
 
@@ -22,7 +23,7 @@ SCRATCH = ".prep"
 class Options:
     out: str
     layout: str  # shards | folders | both
-    max_side: Optional[int]
+    max_side: int | None
     quality: int
     full_decode: bool
 
@@ -39,7 +40,7 @@ def plan(split, samples, labels, shard_size, seed):
     if split == "train":
         random.Random(seed).shuffle(order)  # the stdlib's: numpy's import alone costs a fifth of a second
     ordered = [(samples[i], labels[samples[i].wnid]) for i in order]
-    return [Job(f"{split}-{n:06d}", split, ordered[start:start + shard_size])
+    return [Job(shard_name(split, n), split, ordered[start:start + shard_size])
             for n, start in enumerate(range(0, len(ordered), shard_size))]
 
 
@@ -67,7 +68,7 @@ def write_shard(job, options):
               "kept": [], "reencoded": [], "rejected": []}
     images = _normalised(job, options, record)
     if options.layout == "folders":
-        for sample, label, data in images:
+        for sample, _, data in images:
             _write_file(out, job.split, sample, data)
     else:
         _write_tar(out, job, options, record, images)

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from prep.devkit import kaggle_classes, kaggle_val, load_devkit, val_map
 from prep.progress import progress
@@ -35,7 +35,7 @@ class Sample(NamedTuple):
     key: str
     wnid: str
     path: str
-    offset: Optional[int]  # None: the whole file at `path`
+    offset: int | None  # None: the whole file at `path`
     size: int
     source: str  # where it came from, for reports
 

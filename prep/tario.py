@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from prep.atomic import atomic_file
+from common.atomic import atomic_file
 
 # A key becomes a file name and a webdataset key, which splits at the first dot: no dots, no separators.
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,90}")
@@ -60,7 +60,7 @@ def scan(path, label, start=0, end=None):
     with open(path, "rb") as f:
         f.seek(start)
         try:
-            tar = tarfile.open(fileobj=f, mode="r:")
+            tar = tarfile.open(fileobj=f, mode="r:")  # noqa: SIM115 (it reads `f`, which the with-block closes)
         except tarfile.TarError as error:
             raise ArchiveError(f"{label} is not a readable tar archive ({error})") from None
         for info in _headers(tar, label):

@@ -12,8 +12,8 @@ import tempfile
 from operator import itemgetter
 from pathlib import Path
 
-from prep import manifest
-from prep.cli import Parser, input_dir_problem
+from common.cli import Parser, input_dir_problem
+from common.layout import LISTS, MANIFEST, parse_list_line, read_manifest
 from prep.progress import progress
 from prep.tario import CHUNK, KEY, unsafe_reason
 
@@ -22,13 +22,13 @@ def verify(out):
     """Problems found in the prep output at `out`, one line each; empty when everything matches."""
     out = Path(out)
     try:
-        found = manifest.load(out)
+        found = read_manifest(out)
         classes, splits = found["classes"], found["splits"]
         _require_fields(splits)
         shards = [shard for entry in splits.values() for shard in entry["shards"]]
         total = sum(shard["bytes"] for shard in shards)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        return [f"{out / manifest.NAME}: unreadable manifest ({type(error).__name__}: {error})"]
+        return [f"{out / MANIFEST}: unreadable manifest ({type(error).__name__}: {error})"]
     if shards and importlib.util.find_spec("wds2idx") is None:
         return [f"checking the {len(shards)} shards' .idx files needs DALI's wds2idx module: "
                 "pip install 'imagenet-feed[dali]'"]
@@ -139,19 +139,19 @@ def _index_matches(tar, index):
 
 def check_list(out, split, entry, classes):
     """The folder layout's <split>_list.txt, if written: labels and counts as in the manifest, files present."""
-    path = out / f"{split}_list.txt"
+    path = out / LISTS[split]
     if not path.exists():
         return []
     per_class, problems = [0] * len(classes), []
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        name, _, label = line.rpartition(" ")
+        name, label = parse_list_line(line) or ("", -1)
         wnid = name.split("/", 1)[0]
-        if not label.isdigit() or int(label) >= len(classes) or classes[int(label)] != wnid:
+        if not 0 <= label < len(classes) or classes[label] != wnid:
             problems.append(f"{path}:{number}: {line!r} does not match the manifest's classes")
         elif not (out / split / name).is_file():
             problems.append(f"{path}:{number}: {out / split / name} missing")
         else:
-            per_class[int(label)] += 1
+            per_class[label] += 1
     return problems + _compare(path.name, per_class, entry, classes)
 
 
@@ -173,14 +173,14 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not Path(args.out, manifest.NAME).is_file():  # a directory whose run never finished: it fails the check
-        raise SystemExit(f"verify: {args.out}: no {manifest.NAME}; expected the --out of python -m prep.imagenet")
+    if not Path(args.out, MANIFEST).is_file():  # a directory whose run never finished: it fails the check
+        raise SystemExit(f"verify: {args.out}: no {MANIFEST}; expected the --out of python -m prep.imagenet")
     problems = verify(args.out)
     for problem in problems:
         print(f"verify: {problem}", file=sys.stderr)
     if problems:
         return 1
-    found = manifest.load(args.out)
+    found = read_manifest(args.out)
     counts = ", ".join(f"{split} {entry['samples']}" for split, entry in found["splits"].items())
     shards = sum(len(entry["shards"]) for entry in found["splits"].values())
     checked = "sha256, counts and indexes" if shards else "counts and folder lists"

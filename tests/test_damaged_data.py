@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from pipeline.errors import BadManifest, DamagedShard
+from common.errors import BadManifest, DamagedShard
 from trainer.fit import main as train
 
 ROOT = Path(__file__).resolve().parents[1]

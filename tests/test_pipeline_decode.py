@@ -45,7 +45,9 @@ def test_crop_box_and_flip_select_the_right_pixels():
     pixels = np.zeros((64, 128, 3), np.uint8)
     pixels[:, 64:] = 255  # right half white
     data = simplejpeg.encode_jpeg(pixels, quality=95)
-    right_half = lambda height, width: (0, 64, 64, 64)
+    def right_half(height, width):
+        return 0, 64, 64, 64
+
     assert decode(data, right_half).min() > 240
     flipped = decode(data, lambda height, width: (0, 32, 64, 64), flip=True)
     assert flipped[:, :12].min() > 240 and flipped[:, -12:].max() < 15
@@ -62,7 +64,7 @@ def test_random_resized_crop_stays_inside_the_image_with_torchvision_bounds():
     rng = np.random.default_rng(0)
     for _ in range(200):
         top, left, height, width = crops.random_resized_crop(rng, 375, 500)
-        assert 0 <= top and top + height <= 375 and 0 <= left and left + width <= 500
+        assert top >= 0 and top + height <= 375 and left >= 0 and left + width <= 500
         assert 0.08 * 375 * 500 * 0.9 <= height * width <= 375 * 500
 
 

@@ -19,7 +19,8 @@ import torch.multiprocessing as mp
 
 import pipeline
 from bench.colours import CLASSES, TRAIN, VAL, identify, in_range, sample_class, write_tree
-from pipeline.errors import CorruptSample, DecodeError, MissingData
+from common.errors import CorruptSample, DecodeError, MissingData
+from common.layout import read_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CROP, VAL_SIZE, BATCH = 32, 36, 8
@@ -179,12 +180,12 @@ def damaged(shards, tmp_path):
     """A copy of the shards whose 6th train JPEG lost its start-of-image marker; returns (dir, member)."""
     out = tmp_path / "damaged"
     shutil.copytree(shards, out)
-    fields = (out / "train-000000.idx").read_text().splitlines()[6].split()
-    jpg = fields.index("jpg")
+    line = (out / "train-000000.idx").read_text().splitlines()[6].split()  # the sample's (ext, offset, size, name)
+    index = read_index(out / "train-000000.idx")
     fd = os.open(out / "train-000000.tar", os.O_WRONLY)
-    os.pwrite(fd, b"\0\0", int(fields[jpg + 1]))
+    os.pwrite(fd, b"\0\0", int(index.jpg_offset[5]))
     os.close(fd)
-    return out, fields[jpg + 3]
+    return out, line[line.index("jpg") + 3]
 
 
 def test_cpu_skips_and_counts_a_corrupt_sample(damaged):

@@ -1,16 +1,16 @@
 """Every accepted input layout gives the same shards as the archives."""
 import gzip
-import json
 import shutil
 import tarfile
 
 import pytest
 
+from common.layout import read_manifest
 from prep.imagenet import main
 
 
 def shard_hashes(out):
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     return {split: [s["sha256"] for s in entry["shards"]] for split, entry in manifest["splits"].items()}
 
 

@@ -1,17 +1,17 @@
 """Images real ImageNet and bad downloads carry: re-encoded to RGB JPEG or rejected, with the reason listed."""
 import io
-import json
 import tarfile
 
 import pytest
 from PIL import Image
 
-from prep.images import Rejected, normalise
+from common.layout import read_manifest
 from prep.imagenet import main
+from prep.images import Rejected, normalise
 
 
 def shard_images(out):
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     images = {}
     for entry in manifest["splits"].values():
         for shard in entry["shards"]:

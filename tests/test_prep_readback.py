@@ -1,13 +1,14 @@
 """The default sample through `python -m prep.imagenet --layout both`: labels, and reading the result back
 with the webdataset library, DALI's webdataset reader and torchvision's ImageFolder."""
 import io
-import json
 import re
 import tarfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from common.layout import read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,12 @@ def source_bytes(sample_src):
 
 
 def shard_paths(out, split):
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     return [(str(out / s["name"]), str(out / s["index"])) for s in manifest["splits"][split]["shards"]]
 
 
 def test_every_label_is_the_sorted_wnid_index_of_the_true_class(sample_shards, truth):
-    manifest = json.loads((sample_shards / "manifest.json").read_text())
+    manifest = read_manifest(sample_shards)
     assert manifest["classes"] == sorted(truth["wnids"])
     seen = 0
     for split in ("train", "val"):

@@ -1,9 +1,9 @@
 """A hostile train archive: members that would escape --out or point elsewhere are reported and never used."""
 import io
-import json
 import os
 import tarfile
 
+from common.layout import read_manifest
 from prep.imagenet import main
 
 TRAIN = "ILSVRC2012_img_train.tar"
@@ -65,7 +65,7 @@ def test_dangerous_members_are_reported_and_nothing_lands_outside_out(tiny_src, 
 
     assert {p for p in tree(tmp_path) - before if not p.startswith(str(out))} == {str(tmp_path / "work")}
     assert not os.path.exists(f"/tmp/{wnid}_900002.JPEG")
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     reasons = {entry["member"]: entry["reason"] for entry in manifest["unsafe"]}
     assert reasons == {
         f"../{wnid}_900001.JPEG": "parent reference", f"/tmp/{wnid}_900002.JPEG": "absolute path",

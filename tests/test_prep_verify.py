@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 
+from common.layout import read_manifest
+
 
 @pytest.fixture
 def verify(run_module):
@@ -47,7 +49,7 @@ def test_a_stale_index_is_found(copy, verify):
 
 
 def test_counts_that_disagree_with_the_manifest_are_found(copy, verify):
-    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest = read_manifest(copy)
     manifest["splits"]["train"]["per_class"][0] += 1
     (copy / "manifest.json").write_text(json.dumps(manifest))
     (copy / "val" / "n01440764" / sorted(p.name for p in (copy / "val" / "n01440764").iterdir())[0]).unlink()

@@ -1,12 +1,12 @@
 """What every command line of prep and bench shares: a parser whose every error is one line on stderr with exit
 status 2, flag types that refuse a bad number as argparse reads it, and the checks of paths that run before any
-work starts. (prep imports nothing from the packages above it, so bench takes this from here.)"""
+work starts. (The trainer's own parser, trainer/args.py, follows the same rule.)"""
 import argparse
 import math
 import os
 from pathlib import Path
 
-from prep import manifest
+from common.layout import MANIFEST, read_manifest
 
 
 class Parser(argparse.ArgumentParser):
@@ -90,14 +90,14 @@ def read_prep_output(path):
     problem = input_dir_problem(path)
     if problem:
         raise ValueError(problem)
-    if not (Path(path) / manifest.NAME).is_file():
-        raise ValueError(f"holds no {manifest.NAME}: not the --out of python -m prep.imagenet")
+    if not (Path(path) / MANIFEST).is_file():
+        raise ValueError(f"holds no {MANIFEST}: not the --out of python -m prep.imagenet")
     try:
-        found = manifest.load(path)
+        found = read_manifest(path)
         for entry in found["splits"].values():
             int(entry["samples"])  # the part every reader of a manifest needs
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"holds a {manifest.NAME} that cannot be read ({type(error).__name__}: {error})") from None
+        raise ValueError(f"holds a {MANIFEST} that cannot be read ({type(error).__name__}: {error})") from None
     return found
 
 
