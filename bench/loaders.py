@@ -37,6 +37,7 @@ from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, default_workers
 from pipeline.readers import open_reader
 
 BASELINE = "torchvision"
+BASELINE_PREFETCH = 2  # torch DataLoader's default prefetch_factor, which the baseline keeps
 LOADERS = tuple(backend for backend in pipeline.BACKENDS if backend != "synthetic")
 MEASURES = ("images_per_s", "first_pass_setup_s", "later_pass_setup_s")
 DECODE_SAMPLES = 100
@@ -86,17 +87,15 @@ def check_data(parser, args):
 
 def main(argv=None):
     args = parse_args(argv or [])
-    warmup, batches = warmup_batches(args.workers), pass_batches(args)
-    data_path = args.data_path or imagenet_sized_shards(args.batch_size * batches)
+    data_path = args.data_path or imagenet_sized_shards(args.batch_size * pass_batches(args))
     images = dataset.open_dataset(data_path).split("train").samples
     with tempfile.TemporaryDirectory() as scratch:
         folders = folder_layout(data_path, Path(scratch))
         runs = {name: [] for name in [BASELINE, *args.backends]}
         for round_number in range(args.rounds):
             for name in runs:
-                make = (lambda: baseline_loader(folders, args, batches)) if name == BASELINE else \
-                    (lambda name=name: pipeline.make_loader(data_path, "train", name, args.batch_size,
-                                                            workers=args.workers, steps=batches))
+                warmup = warmup_batches(name, args.workers)
+                make = loader_maker(name, data_path, folders, args, batches=warmup + args.steps)
                 runs[name].append(time_loader(make, warmup, args.steps))
                 print(f"round {round_number + 1}/{args.rounds} {name:>12}: {format_run(runs[name][-1])}", flush=True)
     decode = decode_rates(data_path)
@@ -111,14 +110,24 @@ def main(argv=None):
     return 0
 
 
-def warmup_batches(workers):
-    """Batches a loader may have ready before the first is asked for: DataLoader workers prefetch two each."""
-    return 2 * workers + 2
+def loader_maker(name, data_path, folders, args, batches):
+    """A function that builds loader `name` (or the baseline) with passes of `batches` batches."""
+    if name == BASELINE:
+        return lambda: baseline_loader(folders, args, batches)
+    return lambda: pipeline.make_loader(data_path, "train", name, args.batch_size, workers=args.workers,
+                                        steps=batches)
+
+
+def warmup_batches(name, workers):
+    """The batches dropped before timing: those the loader may have prepared before the first was asked for (its
+    own count; the baseline's DataLoader prefetches BASELINE_PREFETCH per worker), and the first."""
+    ahead = BASELINE_PREFETCH * workers if name == BASELINE else pipeline.batches_ahead(name, workers=workers)
+    return ahead + 1
 
 
 def pass_batches(args):
-    """One pass of every loader: the batches that fill the queues, then the timed --steps."""
-    return warmup_batches(args.workers) + args.steps
+    """The longest pass of this run's loaders: its warm-up, then the timed --steps."""
+    return max(warmup_batches(name, args.workers) for name in (BASELINE, *args.backends)) + args.steps
 
 
 def time_loader(make_loader, warmup, steps):
@@ -174,7 +183,8 @@ def baseline_loader(folders, args, batches):
     cuda = torch.cuda.is_available()
     sampler = torch.utils.data.RandomSampler(train, num_samples=batches * args.batch_size)  # the pass, as `steps=`
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler, drop_last=True,
-                                         num_workers=args.workers, persistent_workers=True, pin_memory=cuda)
+                                         num_workers=args.workers, persistent_workers=True, pin_memory=cuda,
+                                         prefetch_factor=BASELINE_PREFETCH)
     return CudaBatches(loader) if cuda else loader
 
 

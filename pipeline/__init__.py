@@ -15,27 +15,34 @@ import importlib.util
 
 import torch
 
-BACKENDS = ("dali", "dali-cpu", "cpu", "synthetic")
+from pipeline.loader import BACKEND_TABLE, BACKENDS, Loader  # noqa: F401 (the package's interface)
+
 SPLITS = ("train", "val")
-_MODULES = {"dali": "pipeline.dali", "dali-cpu": "pipeline.dali", "cpu": "pipeline.cpu",
-            "synthetic": "pipeline.synthetic"}
 
 
 class MissingDependency(ImportError):
     """A backend's optional library is not installed; the message says what to install."""
 
 
+def backend(name):
+    """The BACKEND_TABLE row of `name`; ValueError naming the choices."""
+    for row in BACKEND_TABLE:
+        if row.name == name:
+            return row
+    raise ValueError(f"pipeline: unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+
+
 def available_backends(cuda=None):
-    """The backends that can run here: `dali` needs DALI and a GPU, `dali-cpu` DALI (looked up, not imported)."""
+    """The backends that can run here (DALI is looked up, not imported)."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     dali = _dali_installed()
-    return tuple(b for b in BACKENDS if b == "cpu" or b == "synthetic" or dali and (b == "dali-cpu" or cuda))
+    return tuple(row.name for row in BACKEND_TABLE if (dali or not row.needs_dali) and (cuda or not row.needs_cuda))
 
 
-def require(backend):
-    """Raise MissingDependency if `backend` needs a library that is not installed."""
-    if backend in ("dali", "dali-cpu") and not _dali_installed():
-        raise MissingDependency(f"the {backend} backend needs NVIDIA DALI: pip install 'imagenet-feed[dali]'")
+def require(name):
+    """Raise MissingDependency if backend `name` needs a library that is not installed."""
+    if backend(name).needs_dali and not _dali_installed():
+        raise MissingDependency(f"the {name} backend needs NVIDIA DALI: pip install 'imagenet-feed[dali]'")
 
 
 def _dali_installed():
@@ -45,27 +52,37 @@ def _dali_installed():
         return False
 
 
-def make_loader(data_path, split, backend, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
+def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
                 crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, steps=None):
-    """Return the loader for `split` ("train" or "val") of `data_path` read by `backend`.
+    """Return the Loader for `split` ("train" or "val") of `data_path` read by backend `name`.
 
     `device` defaults to the current CUDA device when there is one, else the CPU. `workers` defaults to the
     cores this process may run on. `steps` caps the steps per epoch (``synthetic`` runs exactly that many);
     `num_classes` only matters to ``synthetic`` without a dataset to take the classes from.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"pipeline: unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    row = backend(name)
     if split not in SPLITS:
         raise ValueError(f"pipeline: unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if batch_size < 1:
         raise ValueError(f"pipeline: batch_size must be positive, got {batch_size}")
-    require(backend)
+    require(name)
+    options = _options(split=split, batch_size=batch_size, device=device, dtype=dtype, channels_last=channels_last,
+                       crop_size=crop_size, val_size=val_size, workers=workers, seed=seed, strict=strict, steps=steps,
+                       num_classes=num_classes, gpu_decode=name == "dali")
+    if row.needs_cuda and options.device.type != "cuda":
+        raise ValueError(f"pipeline: backend {name} decodes on the GPU and needs a CUDA device; use dali-cpu")
+    return importlib.import_module(row.module).make(data_path, options)
+
+
+def batches_ahead(name, *, workers=None, device=None):
+    """How many batches backend `name`'s loader may prepare before the first is asked for (bench warms up on it)."""
+    options = _options(split="train", batch_size=1, device=device, dtype=torch.float32, channels_last=False,
+                       crop_size=1, val_size=1, workers=workers, seed=0, strict=False, steps=None, num_classes=1,
+                       gpu_decode=name == "dali")
+    return importlib.import_module(backend(name).module).batches_ahead(options)
+
+
+def _options(**given):
     from pipeline.options import LoaderOptions
 
-    options = LoaderOptions.build(split=split, batch_size=batch_size, device=device, dtype=dtype,
-                                  channels_last=channels_last, crop_size=crop_size, val_size=val_size,
-                                  workers=workers, seed=seed, strict=strict, steps=steps)
-    module = importlib.import_module(_MODULES[backend])
-    if backend == "synthetic":
-        return module.SyntheticLoader(data_path, options, num_classes=num_classes)
-    return module.make(data_path, backend, options)
+    return LoaderOptions.build(**given)

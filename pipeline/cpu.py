@@ -46,16 +46,22 @@ HELD = 2
 SKIPPED = (CorruptImage, CorruptLabel)
 
 
-def make(data_path, backend, options):
+def make(data_path, options):
     data = dataset.open_dataset(data_path)
     split = data.split(options.split)
     return CpuLoader(open_reader(split), options, num_classes=len(data.classes))
+
+
+def batches_ahead(options):
+    """The DataLoader's tasks in flight, and on a GPU the batch copied one ahead."""
+    return options.workers * PREFETCH + (options.device.type == "cuda")
 
 
 class CpuLoader:
     def __init__(self, reader, options, *, num_classes):
         self.num_classes = num_classes
         self.samples = len(reader)  # in the split, over all ranks
+        self.ahead = batches_ahead(options)
         self.skipped = 0
         self._options = options
         self._on_gpu = options.device.type == "cuda"

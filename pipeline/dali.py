@@ -34,21 +34,22 @@ MIXED_DECODER = dict(device="mixed", hw_decoder_load=0.65)
 PREFETCH = 2  # DALI's prefetch_queue_depth: batches in flight besides the one being consumed
 
 
-def make(data_path, backend, options):
-    if backend == "dali" and options.device.type != "cuda":
-        raise ValueError("pipeline: backend dali decodes on the GPU and needs a CUDA device; use dali-cpu")
+def make(data_path, options):
     data = dataset.open_dataset(data_path)
-    return DaliLoader(open_reader(data.split(options.split)), options, gpu_decode=backend == "dali",
-                      num_classes=len(data.classes))
+    return DaliLoader(open_reader(data.split(options.split)), options, num_classes=len(data.classes))
+
+
+def batches_ahead(options):
+    return PREFETCH
 
 
 class DaliLoader:
-    def __init__(self, reader, options, *, gpu_decode, num_classes):
+    def __init__(self, reader, options, *, num_classes):
         self.num_classes = num_classes
         self.samples = len(reader)  # in the split, over all ranks
+        self.ahead = batches_ahead(options)
         self.skipped = 0
         self._options = options
-        self._gpu_decode = gpu_decode
         self._epoch = 0
         self._source = _Source(reader)
         self._iterator = None
@@ -81,7 +82,7 @@ class DaliLoader:
                     next(self._iterator)
         self._source.plan(sampling.epoch_batches(len(self._source.reader), self._options, self._epoch))
         if self._iterator is None:
-            pipe = _pipeline(self._source, self._options, gpu_decode=self._gpu_decode)
+            pipe = _pipeline(self._source, self._options)
             # size -1: the epoch ends where the source raises StopIteration; batches may be short (val)
             self._iterator = DALIGenericIterator([pipe], ["images", "labels"], prepare_first_batch=False)
         else:
@@ -141,7 +142,7 @@ class _Source:
         return None
 
 
-def _pipeline(source, options, *, gpu_decode):
+def _pipeline(source, options):
     from nvidia.dali import fn, pipeline_def, types
 
     o = options
@@ -157,24 +158,24 @@ def _pipeline(source, options, *, gpu_decode):
     def graph():
         jpegs, labels = fn.external_source(source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64],
                                            ndim=[1, 0])
-        images = _decode_crop_resize(jpegs, o, gpu_decode)
+        images = _decode_crop_resize(jpegs, o)
         if on_gpu:
             # on the device in DALI, so the iterator copies them there on the consumer's stream: a pageable
             # host-to-device copy of the labels would wait for the stream every step
             labels = labels.gpu()
-            if not gpu_decode:
+            if not o.gpu_decode:
                 images = images.gpu()
         return _normalize(images, o), labels
 
     return graph()
 
 
-def _decode_crop_resize(jpegs, options, gpu_decode):
+def _decode_crop_resize(jpegs, options):
     from nvidia.dali import fn, types
 
     o = options
-    decoder = MIXED_DECODER if gpu_decode else dict(device="cpu")
-    resize_device = "gpu" if gpu_decode else "cpu"
+    decoder = MIXED_DECODER if o.gpu_decode else dict(device="cpu")
+    resize_device = "gpu" if o.gpu_decode else "cpu"
     if o.train:
         images = fn.decoders.image_random_crop(jpegs, output_type=types.RGB, random_area=list(crops.SCALE),
                                                random_aspect_ratio=list(crops.RATIO), num_attempts=crops.ATTEMPTS,

@@ -21,6 +21,8 @@ class LoaderOptions:
     seed: int
     strict: bool
     steps: int | None
+    num_classes: int   # the labels of a backend without a dataset (synthetic without one)
+    gpu_decode: bool   # the dali backend: DALI's "mixed" decoder
     rank: int
     world: int
 

@@ -1,27 +1,36 @@
 """Device-resident random batches, made once: the loader-free ceiling of the training step."""
 import torch
 
+from common.layout import has_manifest
 from pipeline import dataset, sampling
 from pipeline.normalize import normalize
 
 IMAGENET_SAMPLES = {"train": 1281167, "val": 50000}
 
 
+def make(data_path, options):
+    """The split's size and classes from the manifest when `data_path` has one, else ImageNet's."""
+    samples, num_classes = IMAGENET_SAMPLES[options.split], options.num_classes
+    if data_path is not None and has_manifest(data_path):
+        info = dataset.open_dataset(data_path)
+        samples, num_classes = info.split(options.split).samples, len(info.classes)
+    return SyntheticLoader(samples, num_classes, options)
+
+
+def batches_ahead(options):
+    return 0
+
+
 class SyntheticLoader:
-    """Yields one normalised random batch over and over, with the real loaders' shapes, dtype, layout and steps.
+    """Yields one normalised random batch over and over, with the real loaders' shapes, dtype, layout and steps:
+    the split's samples shared over the ranks like the real loaders (val's last batch may be short); `steps`
+    sets the steps per epoch instead."""
 
-    The split's size comes from the manifest when `data_path` has one, else ImageNet's, shared over the ranks
-    like the real loaders (val's last batch may be short); `steps` sets the steps per epoch instead.
-    """
-
-    def __init__(self, data_path, options, *, num_classes=1000):
-        samples = IMAGENET_SAMPLES[options.split]
-        if data_path is not None and dataset.has_manifest(data_path):
-            info = dataset.open_dataset(data_path)
-            samples, num_classes = info.split(options.split).samples, len(info.classes)
+    def __init__(self, samples, num_classes, options):
         self.num_classes = num_classes
         self.samples = samples  # in the split, over all ranks
         self.skipped = 0
+        self.ahead = batches_ahead(options)
         self._sizes = _batch_sizes(samples, options)
         generator = torch.Generator().manual_seed(options.seed)
         size = options.crop_size

@@ -221,8 +221,8 @@ def test_a_dali_failure_that_is_no_decode_error_keeps_its_own_error(shards, monk
 
     original = dali._decode_crop_resize
 
-    def crop_beyond_the_image(jpegs, options, gpu_decode):
-        return fn.crop(original(jpegs, options, gpu_decode), crop=(4096, 4096), out_of_bounds_policy="error")
+    def crop_beyond_the_image(jpegs, options):
+        return fn.crop(original(jpegs, options), crop=(4096, 4096), out_of_bounds_policy="error")
 
     monkeypatch.setattr(dali, "_decode_crop_resize", crop_beyond_the_image)
     with pytest.raises(RuntimeError) as raised:
@@ -311,3 +311,22 @@ def test_dali_without_a_gpu_is_refused_clearly(shards):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match="use dali-cpu"):
         make(shards, "train", "dali")
+
+
+# --- the backend table and the Loader protocol -------------------------------------------------------------
+
+def test_every_backend_in_the_table_keeps_the_loader_protocol(shards):
+    for name in pipeline.available_backends(cuda=False):
+        loader = make(shards, "train", name)
+        assert isinstance(loader, pipeline.Loader), name
+        assert (loader.num_classes, loader.samples, loader.skipped) == (len(CLASSES), TRAIN, 0), name
+        assert loader.ahead == pipeline.batches_ahead(name, workers=2, device="cpu"), name
+
+
+def test_availability_follows_the_table():
+    rows = {row.name: row for row in pipeline.BACKEND_TABLE}
+    without_gpu = pipeline.available_backends(cuda=False)
+    assert set(without_gpu) == {name for name, row in rows.items() if not row.needs_cuda and
+                                (HAVE_DALI or not row.needs_dali)}
+    assert set(pipeline.available_backends(cuda=True)) == {name for name, row in rows.items()
+                                                            if HAVE_DALI or not row.needs_dali}
