@@ -31,6 +31,7 @@ demo: $(STAMP)
 		--lr-schedule cosine --print-freq 10 --skip_steps 2
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 bench: $(STAMP)
