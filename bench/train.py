@@ -32,7 +32,7 @@ from bench import plot, results
 from bench.data import imagenet_sized_shards
 from bench.loaders import DALI_NEEDS
 from common.cli import Parser, integer, prepped_images
-from trainer.fit import AMP_DTYPES
+from trainer.config import AMP_DTYPES
 from trainer.fit import main as run_trainer
 from trainer.model import build_model, check_train_crop, classification_models
 

@@ -1,7 +1,8 @@
-"""Labels from the ILSVRC2012 devkit (meta.mat + validation ground truth) and from the Kaggle CSVs.
+"""Reading the label files: the ILSVRC2012 devkit (meta.mat + validation ground truth), val_map.txt and the
+Kaggle CSVs. Which of them a source uses, and in what order they are looked for: prep.sources.labels.
 
 The devkit numbers classes by ILSVRC2012_ID, an order of its own; everything here speaks WNIDs, and the
-caller turns WNIDs into indexes (sorted rank).
+caller turns WNIDs into class numbers (sorted rank).
 """
 import csv
 import io
@@ -60,16 +61,16 @@ def _read_extracted(path, name, cap):
         raise LabelError(f"{file}: unreadable ({error.strerror or error})") from None
 
 
-def leaf_synsets(meta, label):
+def leaf_synsets(meta, source):
     """({ILSVRC2012_ID: WNID}, {WNID: num_train_images}) of the leaf synsets (num_children == 0)."""
     try:
         synsets = _synsets(meta)
         rows = list(zip(*(synsets[field] for field in ("ILSVRC2012_ID", "WNID", "num_children", "num_train_images"))))
         leaves = [(int(i), str(wnid), int(count)) for i, wnid, children, count in rows if int(children) == 0]
     except Exception as error:  # any failure to parse an untrusted binary file means the same: unusable
-        raise LabelError(f"{label}: {META} has no usable synsets table ({type(error).__name__}: {error})") from None
+        raise LabelError(f"{source}: {META} has no usable synsets table ({type(error).__name__}: {error})") from None
     if not leaves or not all(WNID.fullmatch(wnid) for _, wnid, _ in leaves):
-        raise LabelError(f"{label}: {META} lists no leaf synsets with WNIDs like n01440764")
+        raise LabelError(f"{source}: {META} lists no leaf synsets with WNIDs like n01440764")
     return {i: wnid for i, wnid, _ in leaves}, {wnid: count for _, wnid, count in leaves}
 
 

@@ -20,9 +20,9 @@ def make_dirs(out, splits, classes):
 
 
 def write_lists(out, classes, records):
-    """`records` maps split -> shard records; each record's `kept` lists [key, label]."""
+    """`records` maps split -> ShardRecords."""
     for split, split_records in records.items():
-        kept = sorted((classes[label], key, label) for r in split_records for key, label in r["kept"])
+        kept = sorted((classes[k.label], k.key, k.label) for r in split_records for k in r.kept)
         listing = "".join(list_line(f"{wnid}/{key}.JPEG", label) for wnid, key, label in kept)
         write_atomically(Path(out, LISTS[split]), listing)
         if split == "val":

@@ -104,21 +104,21 @@ def run(args):
     if args.layout != "shards":
         folders.make_dirs(out, args.splits, classes)
     writer = Options(str(out), args.layout, args.max_side, args.quality, args.full_decode)
-    found, jobs, records = write_splits(source, classes, args, writer)
+    listings, jobs, records = write_splits(source, classes, args, writer)
     expected = {split: source.expected(split) for split in args.splits}
     by_split = {split: [records[job.name] for job in jobs if job.split == split] for split in args.splits}
-    return finish(args, source.kind, classes, found, by_split, expected, started)
+    return finish(args, source.kind, classes, listings, by_split, expected, started)
 
 
-def finish(args, kind, classes, found, by_split, expected, started):
+def finish(args, kind, classes, listings, by_split, expected, started):
     """Counts checked and the summary printed; if they match, lists and manifest written and scratch removed.
 
     Returns the exit status."""
     out = Path(args.out)
-    scan_rejects = [r for split in found.values() for r in split.rejected]
-    unsafe = [u for split in found.values() for u in split.unsafe]
+    scan_rejects = [r for listing in listings.values() for r in listing.rejected]
+    unsafe = [u for listing in listings.values() for u in listing.unsafe]
     result = manifest.build(kind, args.src, run_options(args), classes, by_split, scan_rejects, unsafe)
-    rejects = scan_rejects + [r for records in by_split.values() for record in records for r in record["rejected"]]
+    rejects = scan_rejects + [r for records in by_split.values() for record in records for r in record.rejected]
     problems = report.count_problems(expected, result, rejects)
     print(report.summary(expected, result, time.perf_counter() - started, problems))
     if problems:  # no manifest: the output stays unfinished, so a rerun checks and fails again
@@ -135,17 +135,17 @@ def finish(args, kind, classes, found, by_split, expected, started):
 def write_splits(source, classes, args, options):
     """List, plan and write each split in turn: train shards are being written while val is still listed.
 
-    Returns ({split: Split}, jobs in shard order, {shard name: record})."""
-    labels = {wnid: index for index, wnid in enumerate(classes)}
-    found, jobs, records, waiting, rejects = {}, [], {}, [], Rejects(args.max_rejects)
+    Returns ({split: Listing}, jobs in shard order, {shard name: ShardRecord})."""
+    label_of = {wnid: label for label, wnid in enumerate(classes)}
+    listings, jobs, records, waiting, rejects = {}, [], {}, [], Rejects(args.max_rejects)
     with worker_pool(args.workers) as pool, progress(total=0, unit="img", desc="prep", smoothing=0.05) as bar:
         for split in args.splits:
-            found[split] = source.split(split, pool.map)
-            stray = stray_sample(found[split], classes)
+            listings[split] = source.listing(split, pool.map)
+            stray = stray_sample(listings[split], classes)
             if stray:
                 fail(stray, code=1)
-            rejects.add(found[split].rejected)
-            for job in plan(split, found[split].samples, labels, args.shard_size, args.seed):
+            rejects.add(listings[split].rejected)
+            for job in plan(split, listings[split].samples, label_of, args.shard_size, args.seed):
                 jobs.append(job)
                 bar.total += len(job.samples)
                 record = finished(options.out, job.name)
@@ -153,15 +153,15 @@ def write_splits(source, classes, args, options):
                     waiting.append(pool.submit(write_shard, job, options))
                 else:
                     records[job.name] = record
-                    rejects.add(record["rejected"])
+                    rejects.add(record.rejected)
                     bar.update(len(job.samples))
             bar.refresh()
         for future in waiting:
             record = future.result()
-            records[record["name"]] = record
-            rejects.add(record["rejected"])
-            bar.update(len(record["kept"]) + len(record["rejected"]))
-    return found, jobs, records
+            records[record.name] = record
+            rejects.add(record.rejected)
+            bar.update(len(record.kept) + len(record.rejected))
+    return listings, jobs, records
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import io
 import struct
 import warnings
 from contextlib import contextmanager
+from typing import NamedTuple
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
@@ -27,12 +28,18 @@ class Rejected(Exception):
     """The image cannot go into a shard; args[0] is the reason for the manifest."""
 
 
-def normalise(data, *, max_side=None, quality=95, full_decode=False):
-    """(bytes to store, re-encode reason or None); raises Rejected."""
+class Stored(NamedTuple):
+    data: bytes  # an RGB JPEG
+    reencoded: str | None  # why the input was re-encoded (cmyk, grayscale, png, resized...); None: stored as it came
+
+
+def to_rgb_jpeg(data, *, max_side=None, quality=95, full_decode=False):
+    """What to store for an input image: itself when it is a three-component JPEG within `max_side`, else it
+    re-encoded to an RGB JPEG. Raises Rejected."""
     if not data:
         raise Rejected("empty")
     if not data.startswith(SOI):
-        return reencode(data, max_side, quality), "png" if data.startswith(PNG_MAGIC) else _format(data)
+        return Stored(reencode(data, max_side, quality), "png" if data.startswith(PNG_MAGIC) else _format(data))
     height, width, components = jpeg_frame(data)
     if height * width > MAX_PIXELS:  # a few bytes can declare 65535 x 65535: every reader would decode 4 G pixels
         raise Rejected("image too large")
@@ -42,10 +49,10 @@ def normalise(data, *, max_side=None, quality=95, full_decode=False):
     if reason is None and max_side and max(height, width) > max_side:
         reason = "resized"
     if reason:
-        return reencode(data, max_side, quality), reason
+        return Stored(reencode(data, max_side, quality), reason)
     if full_decode:
         _decode(data)
-    return data, None
+    return Stored(data, None)
 
 
 def jpeg_frame(data):

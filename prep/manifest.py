@@ -10,7 +10,7 @@ from common.layout import FORMAT, MANIFEST, SPLITS, VERSION
 
 
 def build(kind, src, options, classes, records, scan_rejects, unsafe):
-    """The manifest dict; `records` maps split -> shard records in shard order."""
+    """The manifest dict; `records` maps split -> ShardRecords in shard order."""
     splits = {split: _split(len(classes), split_records) for split, split_records in records.items()}
     everything = [r for split_records in records.values() for r in split_records]
     return {
@@ -19,8 +19,8 @@ def build(kind, src, options, classes, records, scan_rejects, unsafe):
         "options": options,
         "classes": classes,
         "splits": splits,
-        "reencoded": _in_order(entry for r in everything for entry in r["reencoded"]),
-        "rejected": _in_order(public(entry) for entry in scan_rejects + [e for r in everything for e in r["rejected"]]),
+        "reencoded": _in_order(entry for r in everything for entry in r.reencoded),
+        "rejected": _in_order(public(entry) for entry in scan_rejects + [e for r in everything for e in r.rejected]),
         "unsafe": unsafe,
     }
 
@@ -28,10 +28,10 @@ def build(kind, src, options, classes, records, scan_rejects, unsafe):
 def _split(num_classes, records):
     per_class = [0] * num_classes
     for record in records:
-        for _, label in record["kept"]:
-            per_class[label] += 1
-    shards = [{"name": f"{r['name']}.tar", "index": r["index"], "samples": len(r["kept"]), "bytes": r["bytes"],
-               "sha256": r["sha256"]} for r in records if r["bytes"] is not None]
+        for kept in record.kept:
+            per_class[kept.label] += 1
+    shards = [{"name": f"{r.name}.tar", "index": r.index, "samples": len(r.kept), "bytes": r.bytes, "sha256": r.sha256}
+              for r in records if r.bytes is not None]
     return {"samples": sum(per_class), "per_class": per_class, "shards": shards}
 
 

@@ -1,4 +1,4 @@
-"""Progress of prep's long steps, fit for a terminal and for a log.
+"""Progress of prep's long-running work, fit for a terminal and for a log.
 
 On a terminal: tqdm's bar. Elsewhere (CI, SLURM, `| tee`) tqdm would still redraw with a carriage return many
 times a second, which a log file keeps as one enormous line; there a bar is a plain newline-terminated line at

@@ -50,8 +50,13 @@ def unsafe_reason(info):
     return next((reason for test, reason in kinds if test()), "not a regular file")
 
 
-def scan(path, label, start=0, end=None):
-    """(members, unsafe) of the tar at path[start:end]; `label` names it in reports.
+def find_archive(root, stem):
+    """root/stem.tar, root/stem.tar.gz or an extracted root/stem directory, whichever exists, or None."""
+    return next((p for p in (root / f"{stem}.tar", root / f"{stem}.tar.gz", root / stem) if p.exists()), None)
+
+
+def scan(path, source, start=0, end=None):
+    """(members, unsafe) of the tar at path[start:end]; `source` names it in reports.
 
     Directories are skipped silently; any other non-regular or oddly named member is reported, not used.
     """
@@ -62,8 +67,8 @@ def scan(path, label, start=0, end=None):
         try:
             tar = tarfile.open(fileobj=f, mode="r:")  # noqa: SIM115 (it reads `f`, which the with-block closes)
         except tarfile.TarError as error:
-            raise ArchiveError(f"{label} is not a readable tar archive ({error})") from None
-        for info in _headers(tar, label):
+            raise ArchiveError(f"{source} is not a readable tar archive ({error})") from None
+        for info in _headers(tar, source):
             if info.offset >= end:
                 break  # a tar inside a tar that lacks its end blocks: stop at its window
             if info.isdir():
@@ -72,7 +77,7 @@ def scan(path, label, start=0, end=None):
             if reason is None and info.offset_data + info.size > end:
                 reason = "extends past the end of the archive (truncated?)"
             if reason:
-                unsafe.append({"source": label, "member": info.name, "reason": reason})
+                unsafe.append({"source": source, "member": info.name, "reason": reason})
                 if reason.startswith("extends"):
                     break
                 continue
@@ -80,11 +85,11 @@ def scan(path, label, start=0, end=None):
     return members, unsafe
 
 
-def _headers(tar, label):
+def _headers(tar, source):
     try:
         yield from tar
     except tarfile.TarError as error:
-        raise ArchiveError(f"{label}: corrupt tar header ({error})") from None
+        raise ArchiveError(f"{source}: corrupt tar header ({error})") from None
 
 
 def image_key(name):
@@ -98,18 +103,18 @@ def image_key(name):
     return stem, None
 
 
-def read_member(path, name, label, cap):
+def read_member(path, name, source, cap):
     """Bytes of the regular member `name` (matched on its path tail) of a possibly compressed tar."""
     try:
         with tarfile.open(path, mode="r:*") as tar:
             for info in tar:
                 if info.isfile() and unsafe_reason(info) is None and info.name.endswith(name):
                     if info.size > cap:
-                        raise ArchiveError(f"{label}: {info.name} is larger than {cap} bytes")
+                        raise ArchiveError(f"{source}: {info.name} is larger than {cap} bytes")
                     return tar.extractfile(info).read()
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise ArchiveError(f"{label} is not a readable tar archive ({error})") from None
-    raise ArchiveError(f"{label} has no member ending in {name}")
+        raise ArchiveError(f"{source} is not a readable tar archive ({error})") from None
+    raise ArchiveError(f"{source} has no member ending in {name}")
 
 
 def decompress(src, dst, progress):

@@ -83,7 +83,7 @@ def test_the_trainer_names_the_damage_in_one_line_and_trains_nothing(damaged, tm
         train([*TINY, "--data-path", str(data), "--output-dir", str(out)])
     assert stop.value.code == 1
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and error.startswith("pipeline: ")
+    assert error.count("\n") == 1 and error.startswith("trainer: ")
     assert not (out / "report.json").exists() and not (out / "checkpoint.pth").exists()
 
 

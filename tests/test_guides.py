@@ -170,16 +170,16 @@ def test_multinodes_script_on_two_nodes_at_once_makes_one_world(sample_shards, e
     ([], "off", None),
 ])
 def test_opt_level_and_loss_scale_parse_to_autocast_and_a_grad_scaler_scale(flags, amp, loss_scale):
-    args = parse_args(["--device", "cpu", "--loader", "synthetic", *flags])
-    assert (args.amp, args.loss_scale) == (amp, loss_scale)
+    config = parse_args(["--device", "cpu", "--loader", "synthetic", *flags])
+    assert (config.amp, config.loss_scale) == (amp, loss_scale)
 
 
 def test_pytorch_examples_flags_share_the_node_batch_and_workers_among_its_processes():
-    args = parse_args(["--device", "cpu", "--loader", "synthetic", "--multiprocessing-distributed", "--device-list",
-                       "0,1,2", "-b", "256", "-j", "6", "-p", "5", "--wd", "5e-4", "--start-epoch", "3"])
+    config = parse_args(["--device", "cpu", "--loader", "synthetic", "--multiprocessing-distributed", "--device-list",
+                         "0,1,2", "-b", "256", "-j", "6", "-p", "5", "--wd", "5e-4", "--start-epoch", "3"])
     workers = min(6 // 3, len(os.sched_getaffinity(0)))
-    assert (args.device_list, args.batch_size, args.workers) == ([0, 1, 2], 256 // 3, workers)
-    assert (args.print_freq, args.weight_decay, args.start_epoch) == (5, 5e-4, 3)
+    assert (config.device_list, config.batch_size, config.workers) == ((0, 1, 2), 256 // 3, workers)
+    assert (config.print_freq, config.weight_decay, config.start_epoch) == (5, 5e-4, 3)
     assert parse_args(["--loader", "synthetic", "--device", "cpu", "--data", "somewhere"]).data_path == "somewhere"
 
 

@@ -1,12 +1,14 @@
-"""Every accepted input layout gives the same shards as the archives."""
+"""Every accepted input layout is the same source as the archives, and gives the same shards."""
 import gzip
 import shutil
 import tarfile
+from collections import Counter
 
 import pytest
 
-from common.layout import read_manifest
+from common.layout import SPLITS, read_manifest
 from prep.imagenet import main
+from prep.sources import open_source
 
 
 def shard_hashes(out):
@@ -55,22 +57,62 @@ def gzipped(root, written):
         (root / name).unlink()
 
 
-@pytest.mark.parametrize("layout", ["extracted, flat val + devkit", "extracted, val by class", "kaggle",
-                                    "archives as .tar.gz"])
-def test_every_layout_gives_the_shards_of_the_archives(tiny_src, tmp_path, layout):
-    src, written = tiny_src()
-    assert main(["--src", str(src), "--out", str(tmp_path / "reference")]) == 0
-    other = tmp_path / "other"
+LAYOUTS = {"extracted, flat val + devkit": "extracted", "extracted, val by class": "extracted", "kaggle": "kaggle",
+           "archives as .tar.gz": "archives"}  # -> the source kind
+
+
+def make_layout(src, written, layout, other):
+    """The archives at `src` rearranged into `layout` at `other`."""
     if layout == "archives as .tar.gz":
         shutil.copytree(src, other)
         gzipped(other, written)
-    else:
-        extract_all(src, other)
+        return other
+    extract_all(src, other)
     if layout == "extracted, val by class":
         by_class_val(other, written)
     if layout == "kaggle":
         kaggle(other, written)
+    return other
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_gives_the_shards_of_the_archives(tiny_src, tmp_path, layout):
+    src, written = tiny_src()
+    assert main(["--src", str(src), "--out", str(tmp_path / "reference")]) == 0
+    other = make_layout(src, written, layout, tmp_path / "other")
     assert main(["--src", str(other), "--out", str(tmp_path / "out"), "--full-decode"]) == 0
     assert shard_hashes(tmp_path / "out") == shard_hashes(tmp_path / "reference")
     assert not (tmp_path / "out" / ".prep").exists()
 
+
+def opened(src, scratch):
+    return open_source(src, list(SPLITS), scratch, cap=64 << 20)
+
+
+def samples(source, split):
+    """(split, key, wnid, bytes) of every sample of the split, in listing order; nothing rejected or unsafe."""
+    listing = source.listing(split)
+    assert listing.rejected == [] and listing.unsafe == []
+    return [(s.split, s.key, s.wnid, s.read()) for s in listing.samples]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_is_the_same_source(tiny_src, tmp_path, layout):
+    """Through the Source interface each layout of one sample has the same classes, counts and samples."""
+    src, written = tiny_src()
+    archives = opened(src, tmp_path / "scratch")
+    other = opened(make_layout(src, written, layout, tmp_path / "other"), tmp_path / "other-scratch")
+    truth = {"train": {key: wnid for wnid, keys in written["train"].items() for key in keys},
+             "val": val_classes(written)}
+
+    assert (archives.kind, other.kind) == ("archives", LAYOUTS[layout])
+    assert other.classes() == archives.classes() == sorted(written["wnids"])
+    assert other.label_classes() == archives.label_classes() == sorted(written["wnids"])
+    for split in SPLITS:
+        listed = samples(archives, split)
+        assert samples(other, split) == listed
+        assert {key: wnid for _, key, wnid, _ in listed} == truth[split]
+        assert archives.expected(split) == Counter(truth[split].values())
+    assert other.expected("val") == archives.expected("val")
+    # Kaggle's label files count no train images: only the devkit promises train counts
+    assert other.expected("train") == (None if layout == "kaggle" else archives.expected("train"))

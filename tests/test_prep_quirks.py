@@ -7,7 +7,7 @@ from PIL import Image
 
 from common.layout import read_manifest
 from prep.imagenet import main
-from prep.images import Rejected, normalise
+from prep.images import Rejected, to_rgb_jpeg
 
 
 def shard_images(out):
@@ -75,21 +75,21 @@ def jpeg(mode="RGB", size=(40, 30)):
 
 def test_headers_decide_without_decoding():
     good = jpeg()
-    assert normalise(good) == (good, None)
-    assert normalise(good + b"\0" * 100) == (good + b"\0" * 100, None)  # bytes after the end marker are kept
+    assert to_rgb_jpeg(good) == (good, None)
+    assert to_rgb_jpeg(good + b"\0" * 100) == (good + b"\0" * 100, None)  # bytes after the end marker are kept
     for data, reason in ((b"", "empty"), (good[:-200], "truncated"), (b"GIF89a" + bytes(50), "not an image"),
                          (good[:2] + b"\0" * 50 + good[-2:], "corrupt header")):
         with pytest.raises(Rejected, match=reason):
-            normalise(data)
+            to_rgb_jpeg(data)
 
 
 def test_full_decode_catches_what_headers_miss():
     good = jpeg(size=(256, 256))
     scan_start = good.index(b"\xff\xda")
     broken = good[:scan_start + 20] + good[-2:]  # headers and end marker intact, image data cut
-    assert normalise(broken) == (broken, None)
+    assert to_rgb_jpeg(broken) == (broken, None)
     with pytest.raises(Rejected, match="undecodable"):
-        normalise(broken, full_decode=True)
+        to_rgb_jpeg(broken, full_decode=True)
 
 
 def test_a_jpeg_whose_header_declares_too_many_pixels_is_rejected():
@@ -98,4 +98,4 @@ def test_a_jpeg_whose_header_declares_too_many_pixels_is_rejected():
     assert good.count(frame) == 1
     bomb = good.replace(frame, frame[:5] + (65535).to_bytes(2, "big") * 2)
     with pytest.raises(Rejected, match="image too large"):
-        normalise(bomb)
+        to_rgb_jpeg(bomb)

@@ -8,27 +8,29 @@ from pathlib import Path
 import pytest
 
 from trainer.args import parse_args
-from trainer.fit import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_resnet50_guide_flags_as_spelled_there(tmp_path):
-    args = parse_args(["--device", "cpu", "--batch-size", "256", "--epochs", "90", "--training_step_per_epoch", "-1",
-                       "--eval_step_per_epoch", "-1", "--lr-schedule", "step", "--num_classes", "1000",
-                       "--model", "resnet50", "--workers", "5", "--print-freq", "20", "--skip_steps", "100",
-                       "--data-path", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--loader", "cpu"])
-    assert (args.batch_size, args.epochs, args.training_step_per_epoch, args.eval_step_per_epoch) == (256, 90, -1, -1)
+    config = parse_args(["--device", "cpu", "--batch-size", "256", "--epochs", "90", "--training_step_per_epoch",
+                         "-1", "--eval_step_per_epoch", "-1", "--lr-schedule", "step", "--num_classes", "1000",
+                         "--model", "resnet50", "--workers", "5", "--print-freq", "20", "--skip_steps", "100",
+                         "--data-path", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--loader", "cpu"])
+    assert (config.batch_size, config.epochs, config.training_step_per_epoch, config.eval_step_per_epoch) == \
+        (256, 90, -1, -1)
     workers = min(5, len(os.sched_getaffinity(0)))  # capped at the cores this process may use
-    assert (args.lr_schedule, args.num_classes, args.model, args.workers) == ("step", 1000, "resnet50", workers)
-    assert (args.print_freq, args.skip_steps, args.data_path) == (20, 100, str(tmp_path))
+    assert (config.lr_schedule, config.num_classes, config.model) == ("step", 1000, "resnet50")
+    assert config.workers == workers
+    assert (config.print_freq, config.skip_steps, config.data_path) == (20, 100, str(tmp_path))
 
 
 def test_vgg16_guide_spellings_mean_the_same_things(tmp_path):
-    args = parse_args(["--device", "cpu", "--arch", "vgg16", "--amp", "--seed", "7", "--steps", "50", "--eval_freq", "2",
-                       "-e", "--batch_size", "32", "--local_rank=1", "--data_path", str(tmp_path)])
-    assert (args.model, args.amp, args.seed, args.stop_step_num, args.eval_freq) == ("vgg16", "fp16", 7, 50, 2)
-    assert (args.evaluate, args.batch_size, args.local_rank, args.data_path) == (True, 32, 1, str(tmp_path))
+    config = parse_args(["--device", "cpu", "--arch", "vgg16", "--amp", "--seed", "7", "--steps", "50", "--eval_freq",
+                         "2", "-e", "--batch_size", "32", "--local_rank=1", "--data_path", str(tmp_path)])
+    assert (config.model, config.amp, config.seed) == ("vgg16", "fp16", 7)
+    assert (config.stop_step_num, config.eval_freq) == (50, 2)
+    assert (config.evaluate, config.batch_size, config.local_rank, config.data_path) == (True, 32, 1, str(tmp_path))
 
 
 def test_the_synthetic_loader_only_when_asked():

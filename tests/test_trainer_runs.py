@@ -121,6 +121,24 @@ def test_resume_after_a_stop_ends_where_an_unbroken_run_ends(sample_shards, unbr
     assert all(torch.equal(final[name], expected[name]) for name in expected)  # same batches, same RNG, same steps
 
 
+def test_a_resumed_run_keeps_the_checkpoints_lr_and_seed_and_takes_print_freq_from_its_command_line(tmp_path,
+                                                                                                      capsys):
+    out = tmp_path / "adopted"
+    common = ["--device", "cpu", "--loader", "synthetic", "--model", "resnet18", "--crop-size", 32, "--val-size", 32,
+              "--batch-size", 4, "--epochs", 1, "--training_step_per_epoch", 4, "--eval_step_per_epoch", 1,
+              "--skip_steps", 0, "--output-dir", out]
+    train(*common, "--lr", 0.05, "--seed", 2, "--print-freq", 1, "--stop-step-num", 2)
+    capsys.readouterr()
+    r = train(*common, "--lr", 0.3, "--seed", 7, "--print-freq", 2, "--resume", out)
+    said = capsys.readouterr().out
+    assert "resume keeps the checkpoint's lr=0.05 (not 0.3)" in said
+    assert "resume keeps the checkpoint's seed=2 (not 7)" in said
+    assert r["lr"] == 0.05
+    assert [record["global_step"] for record in log_records(out, "train")] == [1, 2, 4]  # then every 2nd step
+    settings = torch.load(out / "checkpoint.pth", weights_only=True)["args"]
+    assert (settings["lr"], settings["seed"], settings["print_freq"]) == (0.05, 2, 2)
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_channels_last_run_stops_and_resumes(sample_shards, tmp_path, amp):
     out = tmp_path / amp

@@ -1,12 +1,16 @@
-"""The pieces of the trainer that need no data: LR schedule, throughput meter, report key order, checkpoint RNG."""
+"""The pieces of the trainer that need no data: LR schedule, throughput meter, report key order, checkpoint RNG,
+what a resume keeps of the checkpoint's settings."""
 import math
 import random
+from dataclasses import fields, make_dataclass
 
 import numpy as np
 import pytest
 import torch
 
-from trainer import checkpoint
+from trainer import checkpoint, resume
+from trainer.args import build_parser, parse_args
+from trainer.config import MODEL, SCHEDULE, RunConfig, checkpoint_keeps
 from trainer.meter import ThroughputMeter
 from trainer.optim import build_optimizer, build_scheduler, lr_factor
 from trainer.report import REPORT_KEYS, make_report
@@ -103,3 +107,61 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     checkpoint.set_rng_state(checkpoint.load(tmp_path / checkpoint.BEST)["rng"], device)  # the copy of LATEST
     again = torch.rand(3), np.random.rand(3), random.random()
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+# What fixes the weights, the schedule and the data order: a resumed run ends where an unbroken one would have.
+KEPT_BY_A_TRAINING_RESUME = {"model", "num_classes", "batch_size", "epochs", "training_step_per_epoch", "crop_size",
+                             "lr", "lr_schedule", "warmup_epochs", "momentum", "weight_decay", "nesterov",
+                             "no_bn_weight_decay", "label_smoothing", "seed"}
+
+
+def config(*flags):
+    return parse_args(["--device", "cpu", "--loader", "synthetic", *flags])
+
+
+def test_a_resume_keeps_the_fields_declared_so_and_an_evaluation_only_one_the_model():
+    assert set(RunConfig.resume_keeps(evaluate=False)) == KEPT_BY_A_TRAINING_RESUME
+    assert RunConfig.resume_keeps(evaluate=True) == ("model", "num_classes")
+
+
+def test_a_new_field_is_kept_only_if_declared_so():
+    extended = make_dataclass("Extended", [("new_knob", float, checkpoint_keeps(SCHEDULE)), ("new_flag", bool),
+                                           ("new_head", int, checkpoint_keeps(MODEL))], bases=(RunConfig,), frozen=True)
+    assert set(extended.resume_keeps(evaluate=False)) == KEPT_BY_A_TRAINING_RESUME | {"new_knob", "new_head"}
+    assert extended.resume_keeps(evaluate=True) == ("model", "num_classes", "new_head")
+
+
+@pytest.mark.parametrize("evaluate", [False, True])
+def test_a_resume_adopts_exactly_the_kept_fields(evaluate):
+    given = config(*["--evaluate"] * evaluate)
+    saved = {f.name: f"checkpoint's {f.name}" for f in fields(RunConfig)}
+    adopted = resume.adopt(given, saved, lambda line: None)
+    from_checkpoint = {f.name for f in fields(RunConfig) if getattr(adopted, f.name) == saved[f.name]}
+    assert from_checkpoint == set(RunConfig.resume_keeps(evaluate))
+    assert all(getattr(adopted, f.name) == getattr(given, f.name) for f in fields(RunConfig)
+               if f.name not in from_checkpoint)
+
+
+def test_a_resume_takes_lr_and_seed_from_the_checkpoint_and_print_freq_and_workers_from_the_command_line():
+    first = config("--lr", "0.2", "--seed", "9", "--epochs", "3", "--print-freq", "50", "--workers", "2")
+    said = []
+    adopted = resume.adopt(config("--lr", "0.5", "--seed", "3", "--print-freq", "7", "--workers", "1"),
+                           first.to_checkpoint(), said.append)
+    assert (adopted.lr, adopted.seed, adopted.epochs) == (0.2, 9, 3)
+    assert (adopted.print_freq, adopted.workers) == (7, 1)
+    # said where the command line asked for another value; --epochs was left at its default
+    assert said == ["trainer: resume keeps the checkpoint's lr=0.2 (not 0.5)",
+                    "trainer: resume keeps the checkpoint's seed=9 (not 3)"]
+
+
+def test_checkpoints_from_before_the_run_config_hold_vars_of_the_namespace_and_are_read_the_same():
+    namespace = vars(build_parser().parse_args(["--lr", "0.2", "--seed", "9", "--print-freq", "50"]))
+    adopted = resume.adopt(config("--print-freq", "7"), namespace, lambda line: None)
+    assert (adopted.lr, adopted.seed, adopted.print_freq) == (0.2, 9, 7)
+
+
+def test_a_kept_field_the_checkpoint_predates_stays_as_given():
+    settings = config("--seed", "9").to_checkpoint()
+    del settings["label_smoothing"]
+    adopted = resume.adopt(config("--label-smoothing", "0.1"), settings, lambda line: None)
+    assert (adopted.seed, adopted.label_smoothing) == (9, 0.1)

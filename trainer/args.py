@@ -1,7 +1,9 @@
 """Command line of `python -m trainer`: the ResNet-50 guide's flags as spelled there, the VGG16 guide's (pytorch/
 examples' imagenet/main.py as Ascend ModelZoo adapted it), and the recipe knobs (optimizer, schedule, AMP). User
-errors are one line on stderr and exit status 2."""
+errors are one line on stderr and exit status 2. The parsed Namespace stays here: parse_args checks it and resolves
+every default into the RunConfig the rest of the trainer reads."""
 import argparse
+import dataclasses
 import math
 import os
 import urllib.parse
@@ -10,11 +12,11 @@ from pathlib import Path
 import torch
 
 import pipeline
+from trainer.config import AMP_DTYPES, RunConfig
 from trainer.distributed import BACKENDS, init_method_for
 from trainer.model import check_train_crop, classification_models
 
 SCHEDULES = ("step", "cosine", "linear")
-AMP = ("off", "fp16", "bf16")
 # apex's optimisation levels as torch autocast: O1 and O2 both train fp16 with a GradScaler, since torch has no
 # "fp16 model with fp32 master weights" mode (apex's O2).
 OPT_LEVELS = {"O0": "off", "O1": "fp16", "O2": "fp16"}
@@ -42,7 +44,8 @@ def build_parser():
     run.add_argument("--data-path", "--data_path", "--data",
                      help=f"prep output dir (manifest.json) or DeepLearningExamples layout (default: {DEFAULT_DATA}, "
                           f"where `{PREP_COMMAND.format(out=DEFAULT_DATA + '/')}` writes it)")
-    run.add_argument("--output-dir", "--output_dir", default="runs", help="report.json, logs, checkpoints (default: runs)")
+    run.add_argument("--output-dir", "--output_dir", default="runs",
+                     help="report.json, logs, checkpoints (default: runs)")
     run.add_argument("--model", "--arch", "-a", default="resnet50", help="torchvision classification model name")
     run.add_argument("--num_classes", "--num-classes", type=int, help="default: the dataset's class count")
     run.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
@@ -78,7 +81,7 @@ def build_parser():
     recipe.add_argument("--no-bn-weight-decay", "--no_bn_weight_decay", action="store_true",
                         help="no weight decay on normalisation layers")
     recipe.add_argument("--label-smoothing", "--label_smoothing", type=float, default=0.0)
-    recipe.add_argument("--amp", nargs="?", const="fp16", choices=AMP,
+    recipe.add_argument("--amp", nargs="?", const="fp16", choices=tuple(AMP_DTYPES),
                         help="autocast dtype; a bare --amp means fp16 (with a GradScaler) (default: off)")
     recipe.add_argument("--opt-level", "--opt_level", choices=OPT_LEVELS,
                         help="apex's spelling: O0 = no AMP, O1 and O2 = --amp fp16 (autocast and a GradScaler; torch "
@@ -94,7 +97,8 @@ def build_parser():
     control.add_argument("--resume", help="checkpoint file (or an output dir holding checkpoint.pth)")
     control.add_argument("--start-epoch", "--start_epoch", type=int, help="start the schedule at this epoch")
     control.add_argument("--evaluate", "-e", action="store_true", help="evaluate only (weights from --resume)")
-    control.add_argument("--eval-freq", "--eval_freq", type=int, default=1, help="evaluate every N epochs and at the end")
+    control.add_argument("--eval-freq", "--eval_freq", type=int, default=1,
+                         help="evaluate every N epochs and at the end")
     control.add_argument("--stop-step-num", "--stop_step_num", "--steps", type=int,
                          help="stop (with a checkpoint) once the global step reaches N; --resume goes on from there")
     control.add_argument("--check-syncs", "--check_syncs", action="store_true",
@@ -130,13 +134,18 @@ def build_parser():
 
 
 def parse_args(argv=None):
+    """The run's RunConfig, every flag checked and its default resolved; a bad one is one line on stderr, exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _check(args)
+        return _config(args)
     except (ValueError, pipeline.MissingDependency) as error:
         parser.error(str(error))
-    return args
+
+
+def default(name):
+    """The parser's default for the setting `name` (what a flag left out gives)."""
+    return build_parser().get_default(name)
 
 
 def _loss_scale(text):
@@ -181,15 +190,17 @@ def _device_list(text):
     return devices
 
 
-def _check(args):
+def _config(args):
+    """The Namespace checked and resolved into a RunConfig; each step raises ValueError naming the flag, in the order
+    the steps run (values, precision, device, processes, workers, resume, data)."""
     _check_values(args)
-    _resolve_precision(args)
-    args.device = _device(args.device, args.gpu)
-    _resolve_processes(args)
-    _resolve_workers(args)
-    if args.resume:
-        args.resume = _checkpoint_file(args.resume)
-    _resolve_data(args)
+    settled = _precision(args)
+    settled.update(_processes(args, _device(args.device, args.gpu)))
+    settled["workers"] = _capped_workers(settled["workers"], _first_rank(args))
+    settled["resume"] = _checkpoint_file(args.resume) if args.resume else None
+    settled.update(_data(args, settled["device"]))
+    as_given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if f.name not in settled}
+    return RunConfig(**as_given, **settled)
 
 
 def _check_values(args):
@@ -239,19 +250,20 @@ def _check_output_dir(out):
         raise ValueError(f"--output-dir {out}: {existing} is not writable")
 
 
-def _resolve_precision(args):
-    """--opt-level is apex's spelling of --amp; the two must agree. args.loss_scale: a float, or None (dynamic)."""
+def _precision(args):
+    """amp and loss_scale: --opt-level is apex's spelling of --amp, and the two must agree; the loss scale is a float,
+    or None for dynamic."""
+    amp = args.amp
     if args.opt_level:
         implied = OPT_LEVELS[args.opt_level]
-        if args.amp not in (None, implied):
-            raise ValueError(f"--opt-level {args.opt_level} means --amp {implied}, not --amp {args.amp}")
-        args.amp = implied
-    args.amp = args.amp or "off"
-    if args.loss_scale is not None and args.amp != "fp16":
+        if amp not in (None, implied):
+            raise ValueError(f"--opt-level {args.opt_level} means --amp {implied}, not --amp {amp}")
+        amp = implied
+    amp = amp or "off"
+    if args.loss_scale is not None and amp != "fp16":
         raise ValueError("--loss-scale-value needs fp16 AMP (--amp fp16 or --opt-level O1/O2), "
-                         f"this run has --amp {args.amp}")
-    if args.loss_scale == "dynamic":
-        args.loss_scale = None
+                         f"this run has --amp {amp}")
+    return {"amp": amp, "loss_scale": None if args.loss_scale == "dynamic" else args.loss_scale}
 
 
 def _device(name, gpu):
@@ -274,73 +286,71 @@ def _device(name, gpu):
     return name
 
 
-def _resolve_processes(args):
-    """The flags that place processes, checked; with --multiprocessing-distributed args.device_list becomes the
-    devices to spawn onto and --batch-size/--workers are divided among them, as pytorch/examples does."""
-    cuda = args.device.startswith("cuda")
+def _processes(args, device):
+    """Where the run's processes go and what each gets: device, device_list, batch_size, workers, world_size and rank
+    (None: not given), init_method. With --multiprocessing-distributed the batch and workers given are the node's,
+    divided among the processes spawned onto device_list, as pytorch/examples does."""
+    cuda = device.startswith("cuda")
     if args.dist_backend == "nccl" and not cuda:
         raise ValueError("--dist-backend nccl needs CUDA devices; --device cpu uses gloo")
-    if args.multiprocessing_distributed:
-        _resolve_spawn(args, cuda)
-    else:
-        _resolve_listed_device(args, cuda)
-        _check_process_flags(args)
-    unaddressed = init_method_for(args.dist_url, args.addr) == "env://" and "MASTER_ADDR" not in os.environ
-    if args.world_size > 1 and unaddressed:
+    placed = _spawn_share(args, device, cuda) if args.multiprocessing_distributed else _one_process(args, device, cuda)
+    init_method = init_method_for(args.dist_url, args.addr)
+    if args.world_size > 1 and init_method == "env://" and "MASTER_ADDR" not in os.environ:
         raise ValueError(f"--world-size {args.world_size}: give --dist-url or --addr, where rank 0 listens")
+    return {**placed, "init_method": init_method, "world_size": None if args.world_size == -1 else args.world_size,
+            "rank": None if args.rank == -1 else args.rank}  # -1, the parser's default: not given
 
 
-def _resolve_spawn(args, cuda):
-    if cuda and args.device != "cuda":
-        raise ValueError(f"--device {args.device} names one GPU; --multiprocessing-distributed spawns onto "
+def _spawn_share(args, device, cuda):
+    """The node's processes, one per device of --device-list, and the share of the node's batch and workers each
+    gets."""
+    if cuda and device != "cuda":
+        raise ValueError(f"--device {device} names one GPU; --multiprocessing-distributed spawns onto "
                          "--device-list (default: every visible GPU)")
-    if args.device_list is None:
-        args.device_list = list(range(torch.cuda.device_count())) if cuda else [0]
-    if cuda and max(args.device_list) >= torch.cuda.device_count():
-        raise ValueError(f"--device-list {_listed(args.device_list)}: this node has {torch.cuda.device_count()} GPUs")
+    device_list = args.device_list
+    if device_list is None:
+        device_list = list(range(torch.cuda.device_count())) if cuda else [0]
+    if cuda and max(device_list) >= torch.cuda.device_count():
+        raise ValueError(f"--device-list {_listed(device_list)}: this node has {torch.cuda.device_count()} GPUs")
     nodes, node_rank = max(args.world_size, 1), max(args.rank, 0)
     if node_rank >= nodes:
         raise ValueError(f"--rank {args.rank} is a node rank, but --world-size gives {nodes} node(s)")
-    processes = len(args.device_list)
+    processes = len(device_list)
     if args.batch_size < processes:
         raise ValueError(f"--batch-size {args.batch_size} is this node's, too small to share among its {processes} "
                          "processes")
-    args.batch_size //= processes
-    if args.workers is not None:
-        args.workers = math.ceil(args.workers / processes)
+    workers = None if args.workers is None else math.ceil(args.workers / processes)
+    return {"device": device, "device_list": tuple(device_list), "batch_size": args.batch_size // processes,
+            "workers": workers}
 
 
-def _resolve_listed_device(args, cuda):
-    """Without a spawn, --device-list may name this process's one device."""
-    if args.device_list is None:
-        return
-    if len(args.device_list) > 1:
-        raise ValueError(f"--device-list {_listed(args.device_list)} names several devices: add "
-                         "--multiprocessing-distributed to spawn onto them")
-    if cuda:
-        args.device = _device(f"cuda:{args.device_list[0]}", None)
-
-
-def _check_process_flags(args):
-    """Without --multiprocessing-distributed, --world-size and --rank count processes, as when each is started by
-    hand; a flag left out comes from the launcher's env."""
+def _one_process(args, device, cuda):
+    """Without a spawn, --device-list may name this process's one device; --world-size and --rank count processes,
+    as when each is started by hand, and a flag left out comes from the launcher's env."""
+    if args.device_list is not None:
+        if len(args.device_list) > 1:
+            raise ValueError(f"--device-list {_listed(args.device_list)} names several devices: add "
+                             "--multiprocessing-distributed to spawn onto them")
+        if cuda:
+            device = _device(f"cuda:{args.device_list[0]}", None)
     if args.world_size != -1 and args.rank >= args.world_size:
         raise ValueError(f"--rank {args.rank} is not below --world-size {args.world_size}")
     if args.world_size > 1 and args.rank == -1 and "RANK" not in os.environ:
         raise ValueError(f"--world-size {args.world_size} without --multiprocessing-distributed counts processes: "
                          "give each its --rank (or start them with torchrun)")
+    return {"device": device, "device_list": None, "batch_size": args.batch_size, "workers": args.workers}
 
 
-def _resolve_workers(args):
-    """More loader workers than the cores this process may run on only contend (and each holds batches in the ring)."""
-    if args.workers is None:
-        return  # the loader's default: the cores shared by the processes of this node
+def _capped_workers(workers, first_rank):
+    """More loader workers than the cores this process may run on only contend (and each holds batches in the ring).
+    None stays None: the loader's default, the cores shared by the processes of this node."""
     cores = len(os.sched_getaffinity(0))
-    if args.workers > cores:
-        if _first_rank(args):
-            print(f"trainer: {args.workers} loader workers per process capped at {cores}, the cores this process may "
-                  "use", flush=True)
-        args.workers = cores
+    if workers is None or workers <= cores:
+        return workers
+    if first_rank:
+        print(f"trainer: {workers} loader workers per process capped at {cores}, the cores this process may use",
+              flush=True)
+    return cores
 
 
 def _first_rank(args):
@@ -352,17 +362,20 @@ def _first_rank(args):
     return rank == 0
 
 
-def _resolve_data(args):
-    args.data_path = args.data_path or args.data or DEFAULT_DATA
-    if args.loader is None:
-        cuda = args.device.startswith("cuda")
-        args.loader = "dali" if "dali" in pipeline.available_backends(cuda) else "cpu"
-    pipeline.require(args.loader)
-    if args.loader == "dali" and not args.device.startswith("cuda"):
-        raise ValueError(f"--loader dali decodes on the GPU; with --device {args.device} use --loader dali-cpu")
-    if args.loader != "synthetic" and not Path(args.data_path).is_dir():
-        raise ValueError(f"--data-path {args.data_path}: no such directory; make it with "
-                         f"`{PREP_COMMAND.format(out=os.path.join(args.data_path, ''))}` (or --loader synthetic)")
+def _data(args, device):
+    """data_path (--data-path, --data or the positional form, else shards/) and loader (default: dali on a GPU with
+    DALI, else cpu), checked against the device and the disk."""
+    data_path = args.data_path or args.data or DEFAULT_DATA
+    loader = args.loader
+    if loader is None:
+        loader = "dali" if "dali" in pipeline.available_backends(device.startswith("cuda")) else "cpu"
+    pipeline.require(loader)
+    if loader == "dali" and not device.startswith("cuda"):
+        raise ValueError(f"--loader dali decodes on the GPU; with --device {device} use --loader dali-cpu")
+    if loader != "synthetic" and not Path(data_path).is_dir():
+        raise ValueError(f"--data-path {data_path}: no such directory; make it with "
+                         f"`{PREP_COMMAND.format(out=os.path.join(data_path, ''))}` (or --loader synthetic)")
+    return {"data_path": data_path, "loader": loader}
 
 
 def _listed(devices):

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import torch
 
-from prep.atomic import atomic_file
+from common.atomic import atomic_file
 
 LATEST = "checkpoint.pth"
 BEST = "model_best.pth"

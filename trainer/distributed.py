@@ -23,6 +23,11 @@ class Context:
     def main(self):
         return self.rank == 0
 
+    def say(self, message):
+        """A console line of the run, printed once: by rank 0."""
+        if self.main:
+            print(message, flush=True)
+
 
 def init_method_for(dist_url=None, addr=None):
     """Where the processes meet: --dist-url as given, else tcp://--addr:$MASTER_PORT, else the launcher's env://."""

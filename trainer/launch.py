@@ -2,6 +2,7 @@
 torch.distributed.launch's, placed by their env or by --world-size/--rank), or spawned here with
 --multiprocessing-distributed, one per device of --device-list, as pytorch/examples' imagenet/main.py does:
 world size = devices per node x nodes, rank = node rank x devices per node + local index."""
+import dataclasses
 import json
 import os
 import socket
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch.multiprocessing as mp
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from trainer import distributed
 from trainer.args import FlagError
 from trainer.checkpoint import CheckpointError
@@ -20,48 +21,47 @@ from trainer.report import REPORT_FILE
 RUN_ERRORS = (DataError, FlagError, CheckpointError)
 
 
-def run(args, train):
-    """train(args, ctx) in this process, or in each spawned process. Returns its result; after a spawn, the report
+def run(config, train):
+    """train(config, ctx) in this process, or in each spawned process. Returns its result; after a spawn, the report
     rank 0 wrote when this node holds rank 0, else None."""
-    if args.multiprocessing_distributed:
-        return _spawn(args, train)
-    return _train_in_group(args, train, args.device, local_rank=args.local_rank,
-                           rank=args.rank if args.rank >= 0 else None,
-                           world_size=args.world_size if args.world_size > 0 else None,
-                           init_method=distributed.init_method_for(args.dist_url, args.addr))
+    if config.multiprocessing_distributed:
+        return _spawn(config, train)
+    return _train_in_group(config, train, local_rank=config.local_rank, rank=config.rank,
+                           world_size=config.world_size, init_method=config.init_method)
 
 
-def _spawn(args, train):
-    nodes, node_rank = max(args.world_size, 1), max(args.rank, 0)
-    init_method = distributed.init_method_for(args.dist_url, args.addr)
+def _spawn(config, train):
+    nodes, node_rank = config.world_size or 1, config.rank or 0
+    init_method = config.init_method
     if init_method == "env://" and "MASTER_ADDR" not in os.environ:  # one node (args.py checks): any free port
         init_method = f"tcp://127.0.0.1:{_free_port()}"
     try:
-        mp.spawn(_spawned, args=(args, train, init_method, nodes, node_rank), nprocs=len(args.device_list))
+        mp.spawn(_spawned, args=(config, train, init_method, nodes, node_rank), nprocs=len(config.device_list))
     except mp.ProcessExitedException as error:  # the process said why on stderr; a traceback here adds nothing
         raise SystemExit(f"trainer: spawned process {error.error_index} of this node exited with status "
                          f"{error.exit_code}") from None
     if node_rank == 0:
-        return json.loads((Path(args.output_dir) / REPORT_FILE).read_text())
+        return json.loads((Path(config.output_dir) / REPORT_FILE).read_text())
     return None
 
 
-def _spawned(index, args, train, init_method, nodes, node_rank):
-    processes = len(args.device_list)
+def _spawned(index, config, train, init_method, nodes, node_rank):
+    processes = len(config.device_list)
     # What torchrun sets: the loaders' default worker count shares this node's cores by it.
     os.environ["LOCAL_WORLD_SIZE"] = str(processes)
-    if args.device.startswith("cuda"):
-        args.device = f"cuda:{args.device_list[index]}"
-    _train_in_group(args, train, args.device, local_rank=index, rank=node_rank * processes + index,
-                    world_size=nodes * processes, init_method=init_method)
+    if config.device.startswith("cuda"):
+        config = dataclasses.replace(config, device=f"cuda:{config.device_list[index]}")
+    _train_in_group(config, train, local_rank=index, rank=node_rank * processes + index, world_size=nodes * processes,
+                    init_method=init_method)
 
 
-def _train_in_group(args, train, device, **place):
-    ctx = distributed.setup(device, backend=args.dist_backend, **place)
+def _train_in_group(config, train, **place):
+    """`place`: this process's local_rank, rank, world_size (None: from the launcher's env) and init_method."""
+    ctx = distributed.setup(config.device, backend=config.dist_backend, **place)
     try:
-        return train(args, ctx)
-    except RUN_ERRORS as error:  # named in one line, without a traceback
-        print(error, file=sys.stderr, flush=True)
+        return train(config, ctx)
+    except RUN_ERRORS as error:  # named in one line, without a traceback, as the command line's errors are
+        print(f"trainer: {error}", file=sys.stderr, flush=True)
         raise SystemExit(error.exit_status) from None
     finally:
         distributed.cleanup()

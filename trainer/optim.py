@@ -10,8 +10,9 @@ NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._Instanc
 STEP_EPOCHS = 30
 
 
-def build_optimizer(model, args):
-    if args.no_bn_weight_decay:
+def build_optimizer(model, config):
+    """Fused SGD with the recipe of `config` (a RunConfig): lr, momentum, weight_decay, nesterov, no_bn_weight_decay."""
+    if config.no_bn_weight_decay:
         norm = [p for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)]
         norm_ids = {id(p) for p in norm}
         rest = [p for p in model.parameters() if id(p) not in norm_ids]
@@ -20,9 +21,9 @@ def build_optimizer(model, args):
         params = model.parameters()
     # fused: one kernel per step, and GradScaler hands it the overflow flag on the device instead of reading it
     # on the host (torch.amp.GradScaler.step), so fp16 training never waits for the GPU. CPUs have it too.
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                                nesterov=args.nesterov, fused=True)
-    if args.momentum:
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov, fused=True)
+    if config.momentum:
         # torch's fused SGD allocates its momentum buffers uninitialised (empty_like) at its first step, and its
         # kernel skips a step GradScaler found to overflow, as fp16's first steps usually do: the next step then
         # starts from garbage (NaN weights). Zero buffers make the same first step (buffer = momentum * 0 + grad,

@@ -1,9 +1,10 @@
 """What a run leaves behind (rank 0 only): report.json and its summary on the console, a console line and a
 log.jsonl record per print window, TensorBoard scalars when tensorboard is installed (else a notice saying so)."""
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from prep.atomic import write_atomically
+from common.atomic import write_atomically
 
 # The guide's report keys in the guide's order, grouped as the end of a run prints them: the run, its accuracy
 # and device, its speed.
@@ -23,6 +24,53 @@ class Report(dict):
         return "{" + ",\n ".join(lines) + "}\n" + f"full report: {path}"
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What a training run measured, summed over its ranks."""
+    steps_per_epoch: int
+    global_step: int
+    best: tuple          # (top-1, top-5) of the best evaluation; (None, None) before any
+    speed: dict          # ThroughputMeter.summary()
+    windows: list        # the meter's Windows
+    images_skipped: int  # corrupt samples the loader skipped
+    val_images: int | None  # of this run's last evaluation; None without one
+    training_time: float
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What an evaluation-only run measured."""
+    evaluation: object   # a loop.Evaluation
+    eval_time: float
+
+
+def run_report(config, ctx, run, eval_steps):
+    """The report of a run, Trained or Evaluated (only): the guide's keys, the world size, then what the run was and
+    measured. An evaluation-only run trained no epoch and timed no step."""
+    if isinstance(run, Trained):
+        epochs, steps, speed, training_time = config.epochs, run.steps_per_epoch, run.speed, run.training_time
+        acc1, acc5 = run.best
+        rest = dict(global_batch_size=config.batch_size * ctx.world_size, loader=config.loader, amp=config.amp,
+                    channels_last=config.channels_last, compile=config.compile, lr=config.lr,
+                    lr_schedule=config.lr_schedule, global_step=run.global_step,
+                    data_wait_share=_round(speed["data_wait_share"]), images_skipped=run.images_skipped,
+                    counted_images=speed["counted_images"], val_images=run.val_images,
+                    train_fps_windows=[[w.step, _round(w.fps)] for w in run.windows])
+    else:
+        result = run.evaluation
+        epochs, steps, speed, training_time = 0, 0, {}, 0.0
+        acc1, acc5 = result.acc1, result.acc5
+        rest = dict(loader=config.loader, amp=config.amp, val_images=result.images, val_loss=result.loss,
+                    eval_time=_round(run.eval_time), checkpoint=config.resume)
+    return make_report(
+        model=config.model, local_rank=ctx.local_rank, batch_size=config.batch_size, epochs=epochs,
+        training_step_per_epoch=steps, eval_step_per_epoch=eval_steps, acc1_best=_round(acc1),
+        acc5_best=_round(acc5), device=str(ctx.device), skip_steps=config.skip_steps,
+        train_fps_mean=_round(speed.get("fps_mean")), train_fps_min=_round(speed.get("fps_min")),
+        train_fps_max=_round(speed.get("fps_max")), training_time=_round(training_time), world_size=ctx.world_size,
+        **rest)
+
+
 def make_report(**fields):
     report = Report((key, fields.pop(key)) for key in REPORT_KEYS)
     report.update(fields)
@@ -40,7 +88,7 @@ class RunLog:
         """`append` for a resumed run, which goes on with the log of the run it resumes."""
         self.enabled = enabled
         if enabled:
-            self.jsonl = open(Path(output_dir) / "log.jsonl", "a" if append else "w")
+            self.jsonl = open(Path(output_dir) / "log.jsonl", "a" if append else "w")  # noqa: SIM115 (open all run)
             self.tensorboard = _summary_writer(Path(output_dir) / "tensorboard")
 
     def train(self, epoch, step, steps, global_step, loss, lr, window):
@@ -84,3 +132,7 @@ def _summary_writer(log_dir):
               "'imagenet-feed[tensorboard]'); log.jsonl has the same figures", flush=True)
         return None
     return SummaryWriter(log_dir)
+
+
+def _round(value, digits=3):
+    return None if value is None else round(value, digits)

@@ -1,0 +1,36 @@
+"""Find the inputs under --src and list every image in them (where its bytes lie, its class) without reading one.
+
+Each way ILSVRC2012 can lie under --src is a Source (prep.sources.base): the archives as downloaded, read in
+place (prep.sources.archives); an extracted tree and Kaggle's (prep.sources.trees). `open_source` picks the
+first row of LAYOUTS that recognises --src. A new layout is one Source subclass and its row; the label files it
+may carry are prep.sources.labels' (a new kind of label file is one Labels subclass and its place in LABEL_FILES).
+"""
+from pathlib import Path
+
+from prep.sources.archives import Archives
+from prep.sources.base import Listing, Sample, Source, SourceError, label_mismatch, stray_sample
+from prep.sources.trees import Extracted, Kaggle
+
+# Tried in this order: the archives win over anything extracted beside them, and Kaggle's tree, recognised by a
+# deeper path, over a plain tree's train/ or val/.
+LAYOUTS = (Archives, Kaggle, Extracted)
+
+__all__ = ["LAYOUTS", "Listing", "Sample", "Source", "SourceError", "label_mismatch", "open_source", "stray_sample"]
+
+
+def open_source(src, splits, scratch, cap):
+    """The Source reading `src`, after checking that every file the requested splits need is there.
+
+    `scratch` is where a .tar.gz is decompressed to; no archive member or label file may exceed `cap` bytes."""
+    root = Path(src)
+    if not root.is_dir():
+        raise SourceError(f"--src {src}: not a directory; {_expected()}")
+    layout = next((layout for layout in LAYOUTS if layout.recognises(root)), None)
+    if layout is None:
+        raise SourceError(f"--src {src}: nothing recognised; {_expected()}")
+    return layout(root, splits, scratch, cap)
+
+
+def _expected():
+    *first, last = (layout.looks_like for layout in LAYOUTS)
+    return f"expected {', '.join(first)}, or {last}"

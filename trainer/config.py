@@ -1,0 +1,93 @@
+"""A run's settings as one frozen object, built once from the command line (trainer/args.py) with every default
+resolved, then only ever replaced, never changed: by a resume adopting the checkpoint's settings, by the learning rate
+default once the world size is known, by a spawned process naming its own device.
+
+What a --resume takes from the checkpoint is declared on each field (`checkpoint_keeps`), so a new flag cannot be
+left out of a list kept elsewhere: a field without the declaration follows the command line."""
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The resume rules a field may declare:
+MODEL = "model"        # what the weights are: every resume keeps it, an evaluation-only one too
+SCHEDULE = "schedule"  # what fixes the schedule and the data order: a resumed training run ends where the first would
+_RESUME = "resume"     # the metadata key holding the rule
+
+
+def checkpoint_keeps(rule):
+    """Declares a field whose value a --resume takes from the checkpoint: rule MODEL or SCHEDULE."""
+    return field(metadata={_RESUME: rule})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run, named as its flag's dest; trainer/args.py documents the flags."""
+    # what to train, on what, where
+    data_path: str
+    output_dir: str
+    model: str = checkpoint_keeps(MODEL)
+    num_classes: int | None = checkpoint_keeps(MODEL)  # None: the dataset's class count
+    device: str                  # this process's: cuda, cuda:N or cpu (a spawn gives each its cuda:N)
+    loader: str                  # a pipeline backend
+    batch_size: int = checkpoint_keeps(SCHEDULE)  # per process (--multiprocessing-distributed divides the node's)
+    workers: int | None          # loader workers per process, at most its cores; None: the loader's default
+    epochs: int = checkpoint_keeps(SCHEDULE)
+    training_step_per_epoch: int = checkpoint_keeps(SCHEDULE)  # -1: the whole epoch
+    eval_step_per_epoch: int     # -1: the whole validation set
+    crop_size: int = checkpoint_keeps(SCHEDULE)
+    val_size: int
+    print_freq: int
+    skip_steps: int
+    # the recipe
+    lr: float | None = checkpoint_keeps(SCHEDULE)  # None until with_default_lr knows the world size
+    lr_schedule: str = checkpoint_keeps(SCHEDULE)
+    warmup_epochs: float = checkpoint_keeps(SCHEDULE)
+    momentum: float = checkpoint_keeps(SCHEDULE)
+    weight_decay: float = checkpoint_keeps(SCHEDULE)
+    nesterov: bool = checkpoint_keeps(SCHEDULE)
+    no_bn_weight_decay: bool = checkpoint_keeps(SCHEDULE)
+    label_smoothing: float = checkpoint_keeps(SCHEDULE)
+    seed: int = checkpoint_keeps(SCHEDULE)
+    amp: str                     # off, fp16 or bf16 (--opt-level is folded in)
+    loss_scale: float | None     # fp16's static loss scale; None: dynamic
+    channels_last: bool
+    compile: bool
+    # control
+    resume: str | None           # the checkpoint file
+    evaluate: bool
+    start_epoch: int | None
+    eval_freq: int
+    stop_step_num: int | None
+    check_syncs: bool
+    # the processes (trainer/launch.py)
+    multiprocessing_distributed: bool
+    world_size: int | None       # spawning: nodes; else processes; None: 1 node, or the launcher's WORLD_SIZE
+    rank: int | None             # spawning: this node's; else this process's; None: node 0, or the launcher's RANK
+    local_rank: int | None       # torch.distributed.launch's --local_rank; None: the launcher's LOCAL_RANK, or 0
+    init_method: str             # where the processes meet: a tcp:// or file:// URL, or env://
+    dist_backend: str | None     # None: nccl on CUDA, gloo on CPU
+    device_list: tuple[int, ...] | None  # the devices a spawn starts one process on each
+
+    @property
+    def amp_dtype(self):
+        """The autocast dtype, None without AMP."""
+        return AMP_DTYPES[self.amp]
+
+    @classmethod
+    def resume_keeps(cls, evaluate):
+        """The fields a resume takes from the checkpoint, as declared: an evaluation-only resume keeps only what the
+        weights are (its recipe and schedule are not used)."""
+        rules = (MODEL,) if evaluate else (MODEL, SCHEDULE)
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(_RESUME) in rules)
+
+    def with_default_lr(self, world_size):
+        """The config with --lr's default, 0.1 x global batch / 256, when none was given."""
+        if self.lr is not None:
+            return self
+        return dataclasses.replace(self, lr=0.1 * self.batch_size * world_size / 256)
+
+    def to_checkpoint(self):
+        """The settings as a plain dict (str, numbers, bools, None, tuples), which loads with weights_only=True."""
+        return dataclasses.asdict(self)

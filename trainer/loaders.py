@@ -1,0 +1,38 @@
+"""The run's train and validation loaders, and the flags only the data can refute."""
+import torch
+
+from pipeline import make_loader
+from trainer.args import FlagError
+
+
+def build_loaders(config, ctx):
+    """(train, val); train is None for an evaluation-only run. The step flags cap each loader's length."""
+    common = dict(device=ctx.device, dtype=config.amp_dtype or torch.float32, channels_last=config.channels_last,
+                  crop_size=config.crop_size, val_size=config.val_size, workers=config.workers, seed=config.seed,
+                  num_classes=config.num_classes or 1000)
+    train = None
+    if not config.evaluate:
+        train = make_loader(config.data_path, "train", config.loader, config.batch_size,
+                            steps=_cap(config.training_step_per_epoch), **common)
+        _check_fits(config, ctx, train)
+    val = make_loader(config.data_path, "val", config.loader, config.batch_size,
+                      steps=_cap(config.eval_step_per_epoch), **common)
+    return train, val
+
+
+def _check_fits(config, ctx, train):
+    share = train.samples // ctx.world_size
+    if not len(train):
+        raise FlagError(f"--batch-size {config.batch_size} leaves no training step: each of the "
+                        f"{ctx.world_size} rank(s) has {share} train samples of {config.data_path}, so the largest "
+                        f"batch that trains is {share}")
+    if config.num_classes is not None and config.num_classes < train.num_classes:
+        raise FlagError(f"--num_classes {config.num_classes} is below the dataset's {train.num_classes}")
+    if config.skip_steps >= len(train):
+        ctx.say(f"trainer: --skip_steps {config.skip_steps} covers all {len(train)} steps of an epoch: no step is "
+                "timed, so the report has no train_fps_*")
+
+
+def _cap(steps):
+    """-1 (the whole epoch) means no cap; more steps than an epoch has are capped by the loader."""
+    return steps if steps > 0 else None
