@@ -115,7 +115,7 @@ def loader_maker(name, data_path, folders, args, batches):
     if name == BASELINE:
         return lambda: baseline_loader(folders, args, batches)
     return lambda: pipeline.make_loader(data_path, "train", name, args.batch_size, workers=args.workers,
-                                        steps=batches)
+                                        max_steps=batches)
 
 
 def warmup_batches(name, workers):

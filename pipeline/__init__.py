@@ -53,11 +53,11 @@ def _dali_installed():
 
 
 def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
-                crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, steps=None):
+                crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, max_steps=None):
     """Return the Loader for `split` ("train" or "val") of `data_path` read by backend `name`.
 
     `device` defaults to the current CUDA device when there is one, else the CPU. `workers` defaults to the
-    cores this process may run on. `steps` caps the steps per epoch (``synthetic`` runs exactly that many);
+    cores this process may run on. `max_steps` caps the steps of a pass (``synthetic`` runs exactly that many);
     `num_classes` only matters to ``synthetic`` without a dataset to take the classes from.
     """
     row = backend(name)
@@ -67,8 +67,8 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
         raise ValueError(f"pipeline: batch_size must be positive, got {batch_size}")
     require(name)
     options = _options(split=split, batch_size=batch_size, device=device, dtype=dtype, channels_last=channels_last,
-                       crop_size=crop_size, val_size=val_size, workers=workers, seed=seed, strict=strict, steps=steps,
-                       num_classes=num_classes, gpu_decode=name == "dali")
+                       crop_size=crop_size, val_size=val_size, workers=workers, seed=seed, strict=strict,
+                       max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali")
     if row.needs_cuda and options.device.type != "cuda":
         raise ValueError(f"pipeline: backend {name} decodes on the GPU and needs a CUDA device; use dali-cpu")
     return importlib.import_module(row.module).make(data_path, options)
@@ -77,7 +77,7 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
 def batches_ahead(name, *, workers=None, device=None):
     """How many batches backend `name`'s loader may prepare before the first is asked for (bench warms up on it)."""
     options = _options(split="train", batch_size=1, device=device, dtype=torch.float32, channels_last=False,
-                       crop_size=1, val_size=1, workers=workers, seed=0, strict=False, steps=None, num_classes=1,
+                       crop_size=1, val_size=1, workers=workers, seed=0, strict=False, max_steps=None, num_classes=1,
                        gpu_decode=name == "dali")
     return importlib.import_module(backend(name).module).batches_ahead(options)
 

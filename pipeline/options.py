@@ -20,7 +20,7 @@ class LoaderOptions:
     workers: int
     seed: int
     strict: bool
-    steps: int | None
+    max_steps: int | None  # the cap on the steps of a pass
     num_classes: int   # the labels of a backend without a dataset (synthetic without one)
     gpu_decode: bool   # the dali backend: DALI's "mixed" decoder
     rank: int

@@ -30,13 +30,13 @@ def val_batches(samples, batch_size, *, rank, world):
 
 
 def epoch_batches(samples, options, epoch):
-    """This rank's batches (arrays of sample numbers) for `epoch`, at most `options.steps` of them."""
+    """This rank's batches (arrays of sample numbers) for `epoch`, at most `options.max_steps` of them."""
     o = options
     if o.train:
         batches = train_batches(samples, o.batch_size, rank=o.rank, world=o.world, seed=o.seed, epoch=epoch)
     else:
         batches = val_batches(samples, o.batch_size, rank=o.rank, world=o.world)
-    return batches[:o.steps]
+    return batches[:o.max_steps]
 
 
 def steps_per_epoch(samples, options):
@@ -45,7 +45,7 @@ def steps_per_epoch(samples, options):
         steps = train_steps(samples, o.batch_size, o.world)
     else:
         steps = -(-len(rank_share(samples, rank=o.rank, world=o.world)) // o.batch_size)
-    return steps if o.steps is None else min(steps, o.steps)
+    return steps if o.max_steps is None else min(steps, o.max_steps)
 
 
 def largest_batch(samples, options):

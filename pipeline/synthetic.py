@@ -23,8 +23,8 @@ def batches_ahead(options):
 
 class SyntheticLoader:
     """Yields one normalised random batch over and over, with the real loaders' shapes, dtype, layout and steps:
-    the split's samples shared over the ranks like the real loaders (val's last batch may be short); `steps`
-    sets the steps per epoch instead."""
+    the split's samples shared over the ranks like the real loaders (val's last batch may be short); `max_steps`
+    sets the steps of a pass instead."""
 
     def __init__(self, samples, num_classes, options):
         self.num_classes = num_classes
@@ -53,8 +53,8 @@ class SyntheticLoader:
 
 def _batch_sizes(samples, options):
     o = options
-    if o.steps is not None:
-        return [o.batch_size] * o.steps
+    if o.max_steps is not None:
+        return [o.batch_size] * o.max_steps
     if o.train:
         return [o.batch_size] * sampling.train_steps(samples, o.batch_size, o.world)
     share = len(sampling.rank_share(samples, rank=o.rank, world=o.world))

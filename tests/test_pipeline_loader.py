@@ -163,14 +163,14 @@ def test_a_pass_left_early_leaves_the_next_pass_whole(shards, backend):
 @pytest.mark.parametrize("backend", ALL_CPU)
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_steps_caps_the_epoch(shards, backend, split):
-    loader = make(shards, split, backend, steps=2)
+    loader = make(shards, split, backend, max_steps=2)
     assert len(loader) == 2 == sum(1 for _ in loader)
 
 
 def test_synthetic_takes_its_size_from_the_manifest_or_imagenet(shards):
     assert len(make(shards, "train", "synthetic")) == TRAIN // BATCH
     assert len(make(None, "val", "synthetic")) == 50000 // BATCH
-    assert len(make(None, "train", "synthetic", steps=5)) == 5
+    assert len(make(None, "train", "synthetic", max_steps=5)) == 5
 
 
 # --- corrupt samples ---------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ def build_loaders(config, ctx):
     train = None
     if not config.evaluate:
         train = make_loader(config.data_path, "train", config.loader, config.batch_size,
-                            steps=_cap(config.training_step_per_epoch), **common)
+                            max_steps=_cap(config.training_step_per_epoch), **common)
         _check_fits(config, ctx, train)
     val = make_loader(config.data_path, "val", config.loader, config.batch_size,
-                      steps=_cap(config.eval_step_per_epoch), **common)
+                      max_steps=_cap(config.eval_step_per_epoch), **common)
     return train, val
 
 
