@@ -25,6 +25,8 @@ def atomic_file(path, mode=0o644, durable=False):
                 os.fsync(f.fileno())
         os.chmod(part, mode)
         os.replace(part, path)
+        if durable:  # the rename itself must reach the disk too
+            _fsync_directory(path.parent)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -34,3 +36,11 @@ def write_atomically(path, data, mode=0o644, durable=False):
     """Replace `path` with `data`: bytes, or text (written as UTF-8)."""
     with atomic_file(path, mode, durable) as f:
         f.write(data.encode() if isinstance(data, str) else data)
+
+
+def _fsync_directory(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -139,9 +139,9 @@ def test_a_batch_larger_than_a_rank_share_is_one_line(sample_shards, tmp_path, c
     with pytest.raises(SystemExit) as stop:
         train([*TINY, "--data-path", str(sample_shards), "--output-dir", str(tmp_path), "--batch-size", "100000"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err == (f"trainer: --batch-size 100000 leaves no training step: each of the 1 rank(s) "
-                                       f"has 1000 train samples of {sample_shards}, so the largest batch that trains "
-                                       "is 1000\n")
+    assert capsys.readouterr().err == (f"trainer: --batch-size 100000 leaves no training step: {sample_shards} has "
+                                       "1000 train samples, 1000 for each of 1 rank(s) x --accumulate 1, so the "
+                                       "largest batch that trains is 1000\n")
 
 
 def test_skip_steps_covering_the_epoch_is_said_once(sample_shards, tmp_path, capsys):

@@ -71,7 +71,7 @@ def test_two_process_gloo_ddp_run_writes_the_report(sample_shards, tmp_path):
     assert result.stdout.count('"train_fps_mean"') == 1  # only rank 0 prints and writes
     assert [record["global_step"] for record in log_records(out, "train")] == [2, 4]
     saved = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert (saved["epoch"], saved["step"], len(saved["rng"])) == (1, 0, 2)
+    assert (saved["position"], len(saved["rng"])) == ({"epoch": 1, "consumed": 0, "global_step": 4}, 2)
 
     # Both ranks evaluated the checkpointed model (rank 0's BatchNorm statistics, not each rank its own): the same
     # two ranks evaluating the checkpoint afterwards get the same figures.
@@ -107,9 +107,9 @@ def unbroken(sample_shards, tmp_path_factory):
 def test_resume_after_a_stop_ends_where_an_unbroken_run_ends(sample_shards, unbroken, tmp_path, capsys):
     out = tmp_path / "stopped"
     train(*RESUMABLE, "--data-path", sample_shards, "--output-dir", out, "--stop-step-num", 4)
-    assert "stopped at global step 4 (epoch 1, step 1)" in capsys.readouterr().out
+    assert "stopped at --stop-step-num 4 (epoch 1, step 1)" in capsys.readouterr().out
     at_stop = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert (at_stop["epoch"], at_stop["step"], at_stop["global_step"]) == (1, 1, 4)
+    assert at_stop["position"] == {"epoch": 1, "consumed": 24, "global_step": 4}
 
     train(*RESUMABLE, "--data-path", sample_shards, "--output-dir", out, "--resume", out / "checkpoint.pth")
     assert [record["global_step"] for record in log_records(out, "train")] == [1, 2, 3, 4, 5, 6]

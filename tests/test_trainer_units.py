@@ -1,6 +1,7 @@
 """The pieces of the trainer that need no data: LR schedule, throughput meter, report key order, checkpoint RNG,
 what a resume keeps of the checkpoint's settings."""
 import math
+import os
 import random
 from dataclasses import fields, make_dataclass
 
@@ -12,38 +13,52 @@ from trainer import checkpoint, resume
 from trainer.args import build_parser, parse_args
 from trainer.config import MODEL, SCHEDULE, RunConfig, checkpoint_keeps
 from trainer.meter import ThroughputMeter
-from trainer.optim import build_optimizer, build_scheduler, lr_factor
+from trainer.optim import Schedule, build_optimizer, lr_factor
 from trainer.report import REPORT_KEYS, make_report
 
 
+def steps(factor, step_epochs, count):
+    """The factors of `count` steps of `step_epochs` epochs each, from the start of the run."""
+    return [factor(k * step_epochs, (k + 1) * step_epochs) for k in range(count)]
+
+
 def test_step_schedule_divides_by_ten_every_30_epochs():
-    factor = lr_factor("step", total_steps=90 * 10, steps_per_epoch=10, warmup_steps=0)
-    assert [factor(epoch * 10) for epoch in (0, 29, 30, 59, 60, 89)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    factor = lr_factor("step", epochs=90, warmup_epochs=0)
+    assert [factor(e, e + 0.1) for e in (0, 29.9, 30, 59.9, 60, 89.9)] == pytest.approx([1, 1, .1, .1, .01, .01])
 
 
 def test_warmup_rises_linearly_per_step_then_cosine_reaches_zero():
-    factor = lr_factor("cosine", total_steps=100, steps_per_epoch=10, warmup_steps=10)
-    assert [factor(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
-    assert factor(10) == pytest.approx(1)
-    assert factor(55) == pytest.approx(0.5)
-    assert factor(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    factor = lr_factor("cosine", epochs=10, warmup_epochs=1)  # 10 steps an epoch
+    assert steps(factor, 0.1, 10) == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert factor(1, 1.1) == pytest.approx(1)
+    assert factor(5.5, 5.6) == pytest.approx(0.5)
+    assert factor(9.9, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 8.9 / 9)))
 
 
 def test_linear_schedule_falls_in_a_straight_line():
-    factor = lr_factor("linear", total_steps=100, steps_per_epoch=10, warmup_steps=0)
-    assert [factor(s) for s in (0, 25, 50, 75)] == pytest.approx([1, 0.75, 0.5, 0.25])
+    factor = lr_factor("linear", epochs=10, warmup_epochs=0)
+    assert [factor(e, e + 0.1) for e in (0, 2.5, 5, 7.5)] == pytest.approx([1, 0.75, 0.5, 0.25])
 
 
-def test_scheduler_started_mid_run_matches_one_stepped_there():
-    def optimizer():
-        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+def test_the_schedule_follows_samples_so_another_world_size_keeps_it():
+    """Steps of 8 samples, or of 4 (twice the ranks at half the batch), get the same lr at the same sample; both
+    runs end their warmup, and their run, at the same sample."""
+    factor = lr_factor("cosine", epochs=3, warmup_epochs=1)
+    epoch = 80  # samples
+    big = [factor(s / epoch, (s + 8) / epoch) for s in range(0, 240, 8)]
+    small = [factor(s / epoch, (s + 4) / epoch) for s in range(0, 240, 4)]
+    assert small[1::2][:9] == pytest.approx(big[:9])  # warmup: both reach the same lr at the same sample
+    assert small[20::2] == pytest.approx(big[10:])    # decay: read at each step's start
+    assert big[9] == small[19] == 1
 
-    walked = build_scheduler(optimizer(), "cosine", 3, 10, 1)
-    for _ in range(17):
-        walked.optimizer.step()
-        walked.step()
-    jumped = build_scheduler(optimizer(), "cosine", 3, 10, 1, first_step=17)
-    assert jumped.get_last_lr() == pytest.approx(walked.get_last_lr())
+
+def test_the_schedule_sets_each_group_from_its_initial_lr():
+    optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]},
+                                 {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.2}], lr=0.4)
+    schedule = Schedule(optimizer, "step", epochs=90, warmup_epochs=0)
+    schedule.apply(31, 31.5)
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.04, 0.02])
+    assert schedule.lr == pytest.approx(0.04)
 
 
 def test_no_bn_weight_decay_exempts_exactly_the_norm_layers(tmp_path):
@@ -102,15 +117,33 @@ def test_report_starts_with_the_guides_keys_in_order():
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     device = torch.device("cpu")
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
-    checkpoint.save(tmp_path, {"rng": checkpoint.rng_state(device)}, is_best=True)
+    checkpoint.save(tmp_path, {"rng": checkpoint.rng_state(device)}, 7, keep=1, is_best=True)
     expected = torch.rand(3), np.random.rand(3), random.random()
-    checkpoint.set_rng_state(checkpoint.load(tmp_path / checkpoint.BEST)["rng"], device)  # the copy of LATEST
+    checkpoint.set_rng_state(checkpoint.load(tmp_path / checkpoint.BEST)["rng"], device)  # the copy of the newest
     again = torch.rand(3), np.random.rand(3), random.random()
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
 
+def test_checkpoints_keep_the_newest_k_and_name_the_newest_latest(tmp_path):
+    for step in (3, 6, 9, 12):
+        checkpoint.save(tmp_path, {"args": {}, "position": {"global_step": step}}, step, keep=2)
+    assert [p.name for p in checkpoint.numbered(tmp_path)] == ["checkpoint-000000012.pth", "checkpoint-000000009.pth"]
+    assert (tmp_path / checkpoint.LATEST).resolve().name == "checkpoint-000000012.pth"
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    for step in (3, 6):
+        checkpoint.save(tmp_path, {"args": {}, "position": {"global_step": step}}, step, keep=3)
+    newest = tmp_path / "checkpoint-000000006.pth"
+    os.truncate(newest, newest.stat().st_size // 2)  # killed mid-copy, say, by something other than the trainer
+    said = []
+    path, state = checkpoint.newest_readable(checkpoint.candidates(tmp_path), said.append)
+    assert path.name == "checkpoint-000000003.pth" and state["position"]["global_step"] == 3
+    assert said == [f"trainer: {newest} is not a readable trainer checkpoint (RuntimeError); trying {path}"]
+
+
 # What fixes the weights, the schedule and the data order: a resumed run ends where an unbroken one would have.
-KEPT_BY_A_TRAINING_RESUME = {"model", "num_classes", "batch_size", "epochs", "training_step_per_epoch", "crop_size",
+KEPT_BY_A_TRAINING_RESUME = {"model", "num_classes", "epochs", "training_step_per_epoch", "crop_size",
                              "lr", "lr_schedule", "warmup_epochs", "momentum", "weight_decay", "nesterov",
                              "no_bn_weight_decay", "label_smoothing", "seed"}
 

@@ -21,6 +21,8 @@ SCHEDULES = ("step", "cosine", "linear")
 # "fp16 model with fp32 master weights" mode (apex's O2).
 OPT_LEVELS = {"O0": "off", "O1": "fp16", "O2": "fp16"}
 DEFAULT_DATA = "shards"
+AUTO = "auto"  # --resume's default
+SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
 PREP_COMMAND = "python -m prep.imagenet --src ILSVRC2012 --out {out}"
 
 
@@ -94,7 +96,19 @@ def build_parser():
     recipe.add_argument("--seed", type=int, default=0)
 
     control = p.add_argument_group("control")
-    control.add_argument("--resume", help="checkpoint file (or an output dir holding checkpoint.pth)")
+    control.add_argument("--resume", default=AUTO,
+                         help="auto (default): the newest readable checkpoint in --output-dir, if any, so the same "
+                              "command goes on after a preemption; or a checkpoint file, or a directory of them")
+    control.add_argument("--checkpoint-every", "--checkpoint_every", type=_every, metavar="STEPS|Ns|Nm|Nh",
+                         help="also checkpoint mid-epoch: every STEPS optimizer steps, or every N seconds, minutes or "
+                              "hours (default: at the end of each epoch only)")
+    control.add_argument("--keep-checkpoints", "--keep_checkpoints", type=int, default=3,
+                         help="numbered checkpoints kept, newest first; model_best.pth besides (default: 3)")
+    control.add_argument("--accumulate", type=int, default=1,
+                         help="micro-batches of --batch-size per optimizer step (gradient accumulation): the global "
+                              "batch is batch x world size x accumulate")
+    control.add_argument("--log-samples", "--log_samples", action="store_true",
+                         help="write the sample numbers each rank trains on, per step, to samples-rank<R>.jsonl")
     control.add_argument("--start-epoch", "--start_epoch", type=int, help="start the schedule at this epoch")
     control.add_argument("--evaluate", "-e", action="store_true", help="evaluate only (weights from --resume)")
     control.add_argument("--eval-freq", "--eval_freq", type=int, default=1,
@@ -197,7 +211,8 @@ def _config(args):
     settled = _precision(args)
     settled.update(_processes(args, _device(args.device, args.gpu)))
     settled["workers"] = _capped_workers(settled["workers"], _first_rank(args))
-    settled["resume"] = _checkpoint_file(args.resume) if args.resume else None
+    settled["resume"] = args.resume if args.resume == AUTO else _checkpoint_path(args.resume)
+    settled["checkpoint_every_steps"], settled["checkpoint_every_seconds"] = args.checkpoint_every or (None, None)
     settled.update(_data(args, settled["device"]))
     as_given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if f.name not in settled}
     return RunConfig(**as_given, **settled)
@@ -210,7 +225,8 @@ def _check_values(args):
     if not args.evaluate:
         check_train_crop(args.model, args.crop_size)
     positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--print-freq": args.print_freq,
-                "--eval-freq": args.eval_freq, "--crop-size": args.crop_size, "--val-size": args.val_size}
+                "--eval-freq": args.eval_freq, "--crop-size": args.crop_size, "--val-size": args.val_size,
+                "--keep-checkpoints": args.keep_checkpoints, "--accumulate": args.accumulate}
     optional = {"--num_classes": args.num_classes, "--stop-step-num": args.stop_step_num, "--workers": args.workers,
                 "--world-size": None if args.world_size == -1 else args.world_size}
     positive.update((flag, value) for flag, value in optional.items() if value is not None)
@@ -382,10 +398,20 @@ def _listed(devices):
     return ",".join(map(str, devices))
 
 
-def _checkpoint_file(path):
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pth"
-    if not path.is_file():
-        raise ValueError(f"--resume {path}: no such checkpoint file")
+def _checkpoint_path(path):
+    if not Path(path).exists():
+        raise ValueError(f"--resume {path}: no such checkpoint file or directory")
     return os.fspath(path)
+
+
+def _every(text):
+    """--checkpoint-every: (steps, None) for a count, (None, seconds) for `<number>s|m|h`."""
+    unit = SECONDS_PER.get(text[-1:])
+    try:
+        value = float(text[:-1]) if unit else int(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of steps, or of seconds, minutes or hours such as 30m, "
+                                         f"got {text!r}")
+    return (None, value * unit) if unit else (value, None)

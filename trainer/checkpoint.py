@@ -1,6 +1,13 @@
-"""Checkpoints hold only tensors and plain containers, so they load with torch.load(weights_only=True)."""
+"""Checkpoints on disk: one numbered file per save (checkpoint-<global step>.pth), the newest --keep-checkpoints
+kept, checkpoint.pth a symlink to the newest, model_best.pth a copy of the best one's bytes. Each is written to a
+temp name, flushed to disk and renamed (with its directory flushed too), so a kill at any moment leaves the last
+good checkpoint whole. They hold only tensors and plain containers: they load with torch.load(weights_only=True)."""
+import os
 import random
+import re
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,6 +16,7 @@ from common.atomic import atomic_file
 
 LATEST = "checkpoint.pth"
 BEST = "model_best.pth"
+NUMBERED = re.compile(r"checkpoint-(\d+)\.pth")
 
 
 class CheckpointError(Exception):
@@ -16,13 +24,62 @@ class CheckpointError(Exception):
     exit_status = 1
 
 
-def save(out, state, is_best):
-    """checkpoint.pth, and model_best.pth as a copy of its bytes rather than a second serialisation."""
-    with atomic_file(out / LATEST, durable=True) as f:
+def save(out, state, global_step, *, keep, is_best=False):
+    """Write `state` as checkpoint-<global_step>.pth, point checkpoint.pth at it, copy it to model_best.pth if
+    `is_best`, and remove all but the newest `keep` numbered files. Returns (path, bytes, seconds)."""
+    started = time.perf_counter()
+    out = Path(out)
+    path = out / f"checkpoint-{global_step:09d}.pth"
+    with atomic_file(path, durable=True) as f:
         torch.save(state, f)
+    _point(out / LATEST, path.name)
     if is_best:
-        with open(out / LATEST, "rb") as latest, atomic_file(out / BEST, durable=True) as f:
-            shutil.copyfileobj(latest, f)
+        with open(path, "rb") as newest, atomic_file(out / BEST, durable=True) as f:
+            shutil.copyfileobj(newest, f)
+    for stale in numbered(out)[keep:]:
+        stale.unlink(missing_ok=True)
+    return path, path.stat().st_size, time.perf_counter() - started
+
+
+def _point(link, target):
+    """Make `link` a symlink to `target`, replacing whatever was there in one rename."""
+    part = link.with_name(f".{link.name}.link")
+    part.unlink(missing_ok=True)
+    os.symlink(target, part)
+    os.replace(part, link)
+
+
+def numbered(out):
+    """The numbered checkpoints in `out`, newest (highest global step) first."""
+    found = [(int(m.group(1)), p) for p in Path(out).glob("checkpoint-*.pth") if (m := NUMBERED.fullmatch(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def candidates(path):
+    """What a resume from `path` may read, best first: the file itself, or a directory's numbered checkpoints,
+    then its checkpoint.pth when that is a file of its own (written before numbered ones existed)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    latest = path / LATEST
+    return numbered(path) + ([latest] if latest.is_file() and not latest.is_symlink() else [])
+
+
+def newest_readable(paths, say):
+    """(path, state) of the first of `paths` that loads as a trainer checkpoint, saying why each one before it did
+    not; (None, None) when there are none. CheckpointError when there were some and none loads."""
+    for number, path in enumerate(paths):
+        try:
+            state = load(path)
+            state["args"], state["position"]  # noqa: B018 (what every trainer checkpoint holds)
+            return path, state
+        except Exception as error:  # a truncated, corrupt or foreign file: the one before it may be whole
+            reason = f"{type(error).__name__}" + (f": {error}" if isinstance(error, KeyError) else "")
+            if number + 1 < len(paths):
+                say(f"trainer: {path} is not a readable trainer checkpoint ({reason}); trying {paths[number + 1]}")
+            else:
+                raise CheckpointError(f"{path} is not a readable trainer checkpoint ({reason})") from None
+    return None, None
 
 
 def load(path):

@@ -31,7 +31,10 @@ class RunConfig:
     num_classes: int | None = checkpoint_keeps(MODEL)  # None: the dataset's class count
     device: str                  # this process's: cuda, cuda:N or cpu (a spawn gives each its cuda:N)
     loader: str                  # a pipeline backend
-    batch_size: int = checkpoint_keeps(SCHEDULE)  # per process (--multiprocessing-distributed divides the node's)
+    # per process (--multiprocessing-distributed divides the node's); a resume keeps the checkpoint's global batch,
+    # batch x world x accumulate, and derives this from it (trainer/resume.py), so it may change with the world size
+    batch_size: int
+    accumulate: int              # micro-batches per optimizer step
     workers: int | None          # loader workers per process, at most its cores; None: the loader's default
     epochs: int = checkpoint_keeps(SCHEDULE)
     training_step_per_epoch: int = checkpoint_keeps(SCHEDULE)  # -1: the whole epoch
@@ -55,7 +58,11 @@ class RunConfig:
     channels_last: bool
     compile: bool
     # control
-    resume: str | None           # the checkpoint file
+    resume: str                  # "auto" (the newest readable checkpoint in output_dir, if any), a file or a directory
+    checkpoint_every_steps: int | None      # a mid-epoch checkpoint every N optimizer steps
+    checkpoint_every_seconds: float | None  # or every N seconds
+    keep_checkpoints: int
+    log_samples: bool
     evaluate: bool
     start_epoch: int | None
     eval_freq: int
@@ -83,10 +90,11 @@ class RunConfig:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(_RESUME) in rules)
 
     def with_default_lr(self, world_size):
-        """The config with --lr's default, 0.1 x global batch / 256, when none was given."""
+        """The config with --lr's default, 0.1 x global batch (batch x world x accumulate) / 256, when none was
+        given."""
         if self.lr is not None:
             return self
-        return dataclasses.replace(self, lr=0.1 * self.batch_size * world_size / 256)
+        return dataclasses.replace(self, lr=0.1 * self.batch_size * world_size * self.accumulate / 256)
 
     def to_checkpoint(self):
         """The settings as a plain dict (str, numbers, bools, None, tuples), which loads with weights_only=True."""

@@ -2,9 +2,11 @@
 torch.distributed.launch's, placed by their env or by --world-size/--rank), or spawned here with
 --multiprocessing-distributed, one per device of --device-list, as pytorch/examples' imagenet/main.py does:
 world size = devices per node x nodes, rank = node rank x devices per node + local index."""
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from common.errors import DataError
 from trainer import distributed
 from trainer.args import FlagError
 from trainer.checkpoint import CheckpointError
+from trainer.preempt import EXIT_PREEMPTED, SIGNALS
 from trainer.report import REPORT_FILE
 
 # What a run can stop on that is the user's data or flags, not a bug: each has its exit_status (1 damaged, 2 wrong).
@@ -35,14 +38,37 @@ def _spawn(config, train):
     init_method = config.init_method
     if init_method == "env://" and "MASTER_ADDR" not in os.environ:  # one node (args.py checks): any free port
         init_method = f"tcp://127.0.0.1:{_free_port()}"
-    try:
-        mp.spawn(_spawned, args=(config, train, init_method, nodes, node_rank), nprocs=len(config.device_list))
-    except mp.ProcessExitedException as error:  # the process said why on stderr; a traceback here adds nothing
-        raise SystemExit(f"trainer: spawned process {error.error_index} of this node exited with status "
-                         f"{error.exit_code}") from None
+    spawned = mp.spawn(_spawned, args=(config, train, init_method, nodes, node_rank), nprocs=len(config.device_list),
+                       join=False)
+    with _forwarding_signals(spawned.processes):
+        try:
+            while not spawned.join():
+                pass
+        except mp.ProcessExitedException as error:  # the process said why on stderr; a traceback here adds nothing
+            if error.exit_code == EXIT_PREEMPTED:  # stopped on a signal, with a checkpoint
+                raise SystemExit(EXIT_PREEMPTED) from None
+            raise SystemExit(f"trainer: spawned process {error.error_index} of this node exited with status "
+                             f"{error.exit_code}") from None
     if node_rank == 0:
         return json.loads((Path(config.output_dir) / REPORT_FILE).read_text())
     return None
+
+
+@contextlib.contextmanager
+def _forwarding_signals(processes):
+    """A stop signal sent to this process (SLURM's, a `kill`) goes on to the spawned ones, which checkpoint and exit;
+    this one waits for them."""
+    def forward(number, frame):
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, number)
+
+    previous = {number: signal.signal(number, forward) for number in SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _spawned(index, config, train, init_method, nodes, node_rank):

@@ -12,8 +12,9 @@ def build_loaders(config, ctx):
                   num_classes=config.num_classes or 1000)
     train = None
     if not config.evaluate:
+        steps = _cap(config.training_step_per_epoch)  # optimizer steps; the loader counts micro-batches
         train = make_loader(config.data_path, "train", config.loader, config.batch_size,
-                            max_steps=_cap(config.training_step_per_epoch), **common)
+                            max_steps=steps and steps * config.accumulate, accumulate=config.accumulate, **common)
         _check_fits(config, ctx, train)
     val = make_loader(config.data_path, "val", config.loader, config.batch_size,
                       max_steps=_cap(config.eval_step_per_epoch), **common)
@@ -21,15 +22,16 @@ def build_loaders(config, ctx):
 
 
 def _check_fits(config, ctx, train):
-    share = train.samples // ctx.world_size
+    share = train.samples // (ctx.world_size * config.accumulate)
     if not len(train):
-        raise FlagError(f"--batch-size {config.batch_size} leaves no training step: each of the "
-                        f"{ctx.world_size} rank(s) has {share} train samples of {config.data_path}, so the largest "
-                        f"batch that trains is {share}")
+        raise FlagError(f"--batch-size {config.batch_size} leaves no training step: {config.data_path} has "
+                        f"{train.samples} train samples, {share} for each of {ctx.world_size} rank(s) x --accumulate "
+                        f"{config.accumulate}, so the largest batch that trains is {share}")
     if config.num_classes is not None and config.num_classes < train.num_classes:
         raise FlagError(f"--num_classes {config.num_classes} is below the dataset's {train.num_classes}")
-    if config.skip_steps >= len(train):
-        ctx.say(f"trainer: --skip_steps {config.skip_steps} covers all {len(train)} steps of an epoch: no step is "
+    steps = len(train) // config.accumulate
+    if config.skip_steps >= steps:
+        ctx.say(f"trainer: --skip_steps {config.skip_steps} covers all {steps} steps of an epoch: no step is "
                 "timed, so the report has no train_fps_*")
 
 

@@ -1,7 +1,7 @@
 """One training epoch and one evaluation pass; setup, checkpoints and the report live in fit.py."""
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -16,67 +16,98 @@ def autocast(device, amp_dtype):
 
 
 @dataclass
+class Position:
+    """Where a run is. `consumed` counts the epoch's samples trained on, over all ranks: a resume on another number
+    of ranks continues the epoch's one order from there (pipeline.sampling)."""
+    epoch: int = 0
+    consumed: int = 0
+    global_step: int = 0  # optimizer steps done in all
+
+
+@dataclass
 class Training:
     model: torch.nn.Module       # the module whose weights are checkpointed
     step_model: torch.nn.Module  # what a step calls: `model`, DDP-wrapped and/or compiled
     criterion: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule: object             # trainer.optim.Schedule
     scaler: torch.amp.GradScaler
     device: torch.device
     amp_dtype: torch.dtype | None
-    steps_per_epoch: int
-    epoch: int = 0
-    step: int = 0  # steps done in `epoch`
+    global_batch: int            # samples per optimizer step over all ranks: batch x world x accumulate
+    accumulate: int              # micro-batches per optimizer step
+    steps_per_epoch: int         # optimizer steps of an epoch at this global batch (--training_step_per_epoch caps)
+    position: Position
     static_loss_scale: float | None = None  # fp16's loss scale when fixed (overflowing steps are still skipped)
     check_syncs: bool = False  # raise HostSync at a host synchronisation inside a step past the warm-up
 
     @property
-    def global_step(self):
-        return self.epoch * self.steps_per_epoch + self.step
+    def step(self):
+        """Optimizer steps done in this epoch."""
+        return self.position.consumed // self.global_batch
+
+    def epochs_done(self, consumed):
+        """The run's progress in epochs when `consumed` samples of the current epoch are done."""
+        return self.position.epoch + consumed / (self.steps_per_epoch * self.global_batch)
 
     def state_dict(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
-                "step": self.step, "global_step": self.global_step, "steps_per_epoch": self.steps_per_epoch}
+                "scaler": self.scaler.state_dict(), "position": asdict(self.position),
+                "global_batch": self.global_batch, "steps_per_epoch": self.steps_per_epoch}
 
 
-def train_step(t, images, labels):
-    """Forward, backward, optimizer and schedule step; the loss stays on the device (reading it would sync)."""
-    with autocast(t.device, t.amp_dtype):
-        loss = training_loss(t.criterion, t.step_model(images), labels)
+def train_step(t, batches, checked):
+    """One optimizer step over `accumulate` micro-batches of `batches`, the learning rate set by how far it takes
+    the run. Returns (the loss, still on the device: reading it would sync; seconds blocked in next(batches)).
+    `checked`: the host-sync guard around the step's device work (not around the loader's)."""
+    guard = (lambda: no_host_sync(t.device)) if checked else contextlib.nullcontext
     t.optimizer.zero_grad(set_to_none=True)
-    t.scaler.scale(loss).backward()
-    t.scaler.step(t.optimizer)
-    t.scaler.update(t.static_loss_scale)  # None: grow and back off (dynamic)
-    t.scheduler.step()
-    return loss.detach()
-
-
-def train_epoch(t, batches, meter, log, print_freq, stop_at=None):
-    """The rest of epoch t.epoch (from step t.step) from the iterator `batches`, or up to global step `stop_at`.
-
-    The host waits for the device only at print boundaries (the meter's clock and the loss read there)."""
-    t.step_model.train()
-    meter.start_epoch()
-    loss_sum, losses = torch.zeros((), device=t.device), 0
-    while t.step < t.steps_per_epoch and t.global_step != stop_at:
-        waited = time.perf_counter()
+    loss_sum, waited = torch.zeros((), device=t.device), 0.0
+    for micro in range(t.accumulate):
+        began = time.perf_counter()
         images, labels = next(batches)
-        waited = time.perf_counter() - waited
+        waited += time.perf_counter() - began
+        last = micro == t.accumulate - 1
+        # gradients are all-reduced once per optimizer step, at its last micro-batch
+        no_sync = t.step_model.no_sync if not last and hasattr(t.step_model, "no_sync") else contextlib.nullcontext
+        with guard(), no_sync():
+            with autocast(t.device, t.amp_dtype):
+                loss = training_loss(t.criterion, t.step_model(images), labels) / t.accumulate
+            t.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+    with guard():
+        consumed = t.position.consumed
+        t.schedule.apply(t.epochs_done(consumed), t.epochs_done(consumed + t.global_batch))
+        t.scaler.step(t.optimizer)
+        t.scaler.update(t.static_loss_scale)  # None: grow and back off (dynamic)
+    t.position.consumed += t.global_batch
+    t.position.global_step += 1
+    return loss_sum, waited
+
+
+def train_epoch(t, loader, meter, log, print_freq, after_step):
+    """The rest of epoch t.position.epoch, from its position. The loader starts at that sample (it reads nothing
+    before it). `after_step(t)` returns None to go on, or why to stop now; that reason is returned, None when the
+    epoch ended. The host waits for the device only at print boundaries (the meter's clock, the loss read there)."""
+    t.step_model.train()
+    loader.set_epoch(t.position.epoch, start=t.position.consumed)
+    batches = iter(loader)
+    meter.start_epoch()
+    loss_sum, losses, stop = torch.zeros((), device=t.device), 0, None
+    while t.step < t.steps_per_epoch and stop is None:
         # cudnn autotuning, DDP's bucket rebuild and compilation may sync in the warm-up steps the meter skips
-        checked = t.check_syncs and meter.steps >= meter.skip_steps
-        with no_host_sync(t.device) if checked else contextlib.nullcontext():
-            loss_sum += train_step(t, images, labels)
-        t.step += 1
+        loss, waited = train_step(t, batches, checked=t.check_syncs and meter.steps >= meter.skip_steps)
+        loss_sum += loss
         meter.step(waited)
         losses += 1
-        if t.step % print_freq == 0 or t.step == t.steps_per_epoch or t.global_step == stop_at:
-            window = meter.close_window(t.epoch, t.global_step)
-            log.train(t.epoch, t.step, t.steps_per_epoch, t.global_step, loss_sum.item() / losses,
-                      t.scheduler.get_last_lr()[0], window)
+        stop = after_step(t)
+        if t.step % print_freq == 0 or t.step == t.steps_per_epoch or stop is not None:
+            window = meter.close_window(t.position.epoch, t.position.global_step)
+            log.train(t.position.epoch, t.step, t.steps_per_epoch, t.position.global_step, loss_sum.item() / losses,
+                      t.schedule.lr, window)
             loss_sum.zero_()
             losses = 0
+    return stop
 
 
 class Evaluation(NamedTuple):

@@ -1,5 +1,7 @@
-"""SGD with optional weight-decay-free normalisation layers, and the learning rate as a function of the step:
-linear warmup, then step (x0.1 every 30 epochs), cosine or linear decay to the last step of the last epoch."""
+"""SGD with optional weight-decay-free normalisation layers, and the learning rate as a function of how much of
+the run is done, in epochs counted by samples: linear warmup, then step (x0.1 every 30 epochs), cosine or linear
+decay to the end of the last epoch. Counting samples rather than steps lets a run resumed on another number of
+ranks (another steps per epoch) follow the same schedule to the same end."""
 import math
 
 import torch
@@ -34,21 +36,35 @@ def build_optimizer(model, config):
     return optimizer
 
 
-def build_scheduler(optimizer, kind, epochs, steps_per_epoch, warmup_epochs, first_step=0):
-    """LambdaLR stepped once per training step, positioned at `first_step`; its state goes into the checkpoint."""
-    factor = lr_factor(kind, epochs * steps_per_epoch, steps_per_epoch, round(warmup_epochs * steps_per_epoch))
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=first_step - 1)
+class Schedule:
+    """Sets each parameter group's lr for the coming step from its initial lr (kept in the optimizer's state)."""
+
+    def __init__(self, optimizer, kind, epochs, warmup_epochs):
+        self.optimizer = optimizer
+        self.factor = lr_factor(kind, epochs, warmup_epochs)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def apply(self, start, end):
+        """The lr of a step that takes the run from `start` to `end` epochs done."""
+        factor = self.factor(start, end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    @property
+    def lr(self):
+        return self.optimizer.param_groups[0]["lr"]
 
 
-def lr_factor(kind, total_steps, steps_per_epoch, warmup_steps):
-    def factor(step):
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
+def lr_factor(kind, epochs, warmup_epochs):
+    """factor(start, end): the lr factor of a step from `start` to `end` epochs done. Warmup reaches 1 at the end
+    of its last step; the decays are read at a step's start (the first step of epoch 30 is the first at x0.1)."""
+    def factor(start, end):
+        if start < warmup_epochs:
+            return min(1.0, end / warmup_epochs)
         if kind == "step":
-            return 0.1 ** (step // (STEP_EPOCHS * steps_per_epoch))
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+            return 0.1 ** (start // STEP_EPOCHS)
+        progress = (start - warmup_epochs) / max(epochs - warmup_epochs, 1e-12)
         if kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1 - progress

@@ -50,7 +50,8 @@ def run_report(config, ctx, run, eval_steps):
     if isinstance(run, Trained):
         epochs, steps, speed, training_time = config.epochs, run.steps_per_epoch, run.speed, run.training_time
         acc1, acc5 = run.best
-        rest = dict(global_batch_size=config.batch_size * ctx.world_size, loader=config.loader, amp=config.amp,
+        rest = dict(global_batch_size=config.batch_size * ctx.world_size * config.accumulate, loader=config.loader,
+                    accumulate=config.accumulate, amp=config.amp,
                     channels_last=config.channels_last, compile=config.compile, lr=config.lr,
                     lr_schedule=config.lr_schedule, global_step=run.global_step,
                     data_wait_share=_round(speed["data_wait_share"]), images_skipped=run.images_skipped,

@@ -1,24 +1,44 @@
-"""--resume: the checkpoint read once, the settings it keeps adopted into the config (the fields RunConfig declares
-so), its weights loaded into the model and the training state it holds."""
+"""--resume: the checkpoint chosen and read once (auto: the newest readable one in --output-dir, falling back past a
+damaged one), the settings it keeps adopted into the config (the fields RunConfig declares so, and the global
+batch), its weights loaded into the model and the training state and position it holds."""
 import dataclasses
+import os
 
 from trainer import checkpoint
-from trainer.args import FlagError, default
+from trainer.args import AUTO, FlagError, default
 from trainer.checkpoint import CheckpointError
+from trainer.loop import Position
 
 
 def load(config, ctx):
-    """(config, saved): the config with the kept settings of the --resume checkpoint, and that checkpoint (None
-    without --resume)."""
-    if not config.resume:
+    """(config, saved): the config with the kept settings of the checkpoint to resume from, and that checkpoint;
+    (config, None) when there is none (--resume auto in a fresh --output-dir)."""
+    where = config.output_dir if config.resume == AUTO else config.resume
+    paths = checkpoint.candidates(where) if os.path.exists(where) else []
+    path, saved = checkpoint.newest_readable(paths, ctx.say)
+    if saved is None:
         return config, None
-    try:
-        saved = checkpoint.load(config.resume)
-        settings = saved["args"]
-    except Exception as error:  # any unreadable file is the same damaged input
-        raise CheckpointError(f"--resume {config.resume}: not a trainer checkpoint "
-                              f"({type(error).__name__})") from None
-    return adopt(config, settings, ctx.say), saved
+    at = saved["position"]
+    ctx.say(f"trainer: resuming from {path}: epoch {at['epoch']}, {at['consumed']} of its samples done, global step "
+            f"{at['global_step']}")
+    config = dataclasses.replace(adopt(config, saved["args"], ctx.say), resume=os.fspath(path))
+    return (config if config.evaluate else _global_batch(config, saved, ctx)), saved
+
+
+def _global_batch(config, saved, ctx):
+    """The config whose per-rank batch keeps the checkpoint's global batch on this run's ranks and --accumulate."""
+    total, shares = saved["global_batch"], ctx.world_size * config.accumulate
+    if total % shares:
+        raise FlagError(f"--resume {config.resume}: its global batch of {total} samples does not split over "
+                        f"{ctx.world_size} rank(s) x --accumulate {config.accumulate}; resume on a number of ranks "
+                        f"(times --accumulate) that divides {total}")
+    batch, before = total // shares, saved["args"]["batch_size"]
+    if batch != before:
+        ctx.say(f"trainer: resume keeps the global batch of {total}: --batch-size {batch} on {ctx.world_size} "
+                f"rank(s) x --accumulate {config.accumulate} (it was {before} per rank)")
+    elif config.batch_size not in (batch, default("batch_size")):
+        ctx.say(f"trainer: resume keeps the checkpoint's batch_size={batch!r} (not {config.batch_size!r})")
+    return dataclasses.replace(config, batch_size=batch)
 
 
 def adopt(config, settings, say):
@@ -47,17 +67,14 @@ def load_weights(model, saved, config):
                               f"({first})") from None
 
 
-def position(saved, start_epoch):
-    """(epoch, step) to start from: --start-epoch's start, else the checkpoint's, else the beginning."""
+def position(saved, start_epoch, steps_per_epoch):
+    """Where to start: --start-epoch's beginning, else the checkpoint's position, else the run's beginning."""
     if start_epoch is not None:
-        return start_epoch, 0
-    return (saved["epoch"], saved["step"]) if saved else (0, 0)
+        return Position(start_epoch, 0, start_epoch * steps_per_epoch)
+    return Position(**saved["position"]) if saved else Position()
 
 
-def load_training_state(saved, steps_per_epoch, optimizer, scaler):
-    if saved["steps_per_epoch"] != steps_per_epoch:
-        raise FlagError(f"--resume: the checkpoint has {saved['steps_per_epoch']} steps per epoch, this "
-                        f"run {steps_per_epoch}; resume with the same world size, batch size and data")
+def load_training_state(saved, optimizer, scaler):
     optimizer.load_state_dict(saved["optimizer"])
     if saved["scaler"]:
         scaler.load_state_dict(saved["scaler"])
@@ -65,7 +82,7 @@ def load_training_state(saved, steps_per_epoch, optimizer, scaler):
 
 def rng_states(saved, ctx):
     """This rank's generator states at the saved step, or None: without a checkpoint, or one of another world size
-    (whose ranks drew other samples)."""
+    (whose ranks were other processes)."""
     if saved and len(saved["rng"]) == ctx.world_size:
         return saved["rng"][ctx.rank]
     return None

@@ -1,0 +1,58 @@
+"""Stopping on request: SLURM's SIGUSR1/SIGTERM before it kills a job, a spot instance's SIGTERM, Ctrl-C.
+
+The first signal only sets a flag. After every optimizer step all ranks agree (one small all-reduce over a CPU
+group, so it never waits for the GPU) on whether any of them got one and whether a periodic checkpoint is due,
+so every rank leaves at the same step and none hangs in a collective the others left. The run then writes one
+checkpoint and exits with EXIT_PREEMPTED. A second signal (a second or more after the first) ends the process at
+once: the checkpoint being written, if any, is a temp file, and the last good one is not touched."""
+import os
+import signal
+import time
+
+import torch
+import torch.distributed as dist
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the same command goes on from there
+# One signal may arrive twice: SLURM signals every process of a step, and a --multiprocessing-distributed parent
+# forwards what it gets to its children. Within this many seconds a repeat is that same signal.
+SAME_SIGNAL_S = 1.0
+
+
+class Stop:
+    """The signals' flag and the periodic-checkpoint clock, agreed on by all ranks after each step."""
+
+    def __init__(self, every_steps=None, every_seconds=None):
+        self.signal = None
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.last_save = time.monotonic()
+        self._group = dist.new_group(backend="gloo") if dist.is_initialized() else None
+        self._previous = {number: signal.signal(number, self._received) for number in SIGNALS}
+
+    def _received(self, number, frame):
+        now = time.monotonic()
+        if self.signal is None:
+            self.signal, self._first = number, now
+        elif now - self._first >= SAME_SIGNAL_S:  # the second: leave now, as the default handler would
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+
+    def after_step(self, global_step):
+        """(stop, save): whether any rank got a signal, and whether a periodic checkpoint is due, agreed."""
+        due = (self.every_steps is not None and global_step % self.every_steps == 0
+               or self.every_seconds is not None and time.monotonic() - self.last_save >= self.every_seconds)
+        flags = torch.tensor([self.signal is not None, due], dtype=torch.int32)
+        if self._group is not None:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group)
+        return bool(flags[0]), bool(flags[1])
+
+    def saved(self):
+        self.last_save = time.monotonic()
+
+    @property
+    def name(self):
+        return signal.Signals(self.signal).name if self.signal else "another rank's signal"
+
+    def close(self):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
