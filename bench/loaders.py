@@ -13,8 +13,11 @@ Each round builds every loader afresh, its passes exactly the batches the round 
 loader interface (make_loader, set_epoch, iter): the set-up of its first pass (building it included, up to the
 first batch); the throughput over --steps batches, once as many as its workers can have decoded ahead are
 dropped (full queues); the set-up of its next pass (set_epoch + iter to the first batch: what every further
-epoch pays). Rounds alternate between backends and the medians count. Batches are consumed and dropped on this
-machine's device (the baseline's are copied there too): this is the loader alone.
+epoch pays). For each pipeline backend, also the set-up of a resumed pass: set_epoch(0, start) + iter to the first
+batch on a freshly built loader (the build not counted), once from the epoch's start and once from 90 % of it,
+and their ratio (a resume must not read its way to `start`). Rounds alternate between backends and the medians
+count. Batches are consumed and dropped on this machine's device (the baseline's are copied there too): this is
+the loader alone.
 Also printed: single-core JPEG decode rates (libjpeg-turbo full size and DCT-scaled, Pillow), to read the
 loader figures against.
 """
@@ -40,6 +43,9 @@ BASELINE = "torchvision"
 BASELINE_PREFETCH = 2  # torch DataLoader's default prefetch_factor, which the baseline keeps
 LOADERS = tuple(backend for backend in pipeline.BACKENDS if backend != "synthetic")
 MEASURES = ("images_per_s", "first_pass_setup_s", "later_pass_setup_s")
+RESUME_AT = 0.9  # the issue's resume position, a share of the epoch
+RESUME_MEASURES = ("setup_from_0_s", "setup_from_90pct_s")  # the pass set-up from the start, from RESUME_AT
+RESUME_BATCHES = 1  # both resumed passes stop after their first batch: they differ in their start alone
 DECODE_SAMPLES = 100
 DALI_NEEDS = "the dali backends need NVIDIA DALI (pip install 'imagenet-feed[dali]'), dali a GPU as well"
 
@@ -89,25 +95,43 @@ def main(argv=None):
     args = parse_args(argv or [])
     data_path = args.data_path or imagenet_sized_shards(args.batch_size * pass_batches(args))
     images = dataset.open_dataset(data_path).split("train").samples
+    start = resume_start(images, args.batch_size)
     with tempfile.TemporaryDirectory() as scratch:
         folders = folder_layout(data_path, Path(scratch))
         runs = {name: [] for name in [BASELINE, *args.backends]}
         for round_number in range(args.rounds):
             for name in runs:
-                warmup = warmup_batches(name, args.workers)
-                make = loader_maker(name, data_path, folders, args, batches=warmup + args.steps)
-                runs[name].append(time_loader(make, warmup, args.steps))
+                runs[name].append(time_round(name, data_path, folders, args, start, round_number))
                 print(f"round {round_number + 1}/{args.rounds} {name:>12}: {format_run(runs[name][-1])}", flush=True)
     decode = decode_rates(data_path)
     table = summarise(runs)
     print_table(table, decode, args, images)
+    print_resume_table(table, images, start)
     path = results.save("loaders", {
         "data_path": str(data_path), "train_images": images, "batch_size": args.batch_size,
-        "workers": args.workers, "steps": args.steps, "rounds": args.rounds, "crop_size": 224,
+        "workers": args.workers, "steps": args.steps, "rounds": args.rounds, "crop_size": 224, "resume_start": start,
         "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "baseline_pil": PIL.__version__, "loaders": table, "decode_per_core": decode})
     print(f"saved {path}")
     return 0
+
+
+def time_round(name, data_path, folders, args, start, round_number):
+    """One round's measures of loader `name`: MEASURES, and for a pipeline backend RESUME_MEASURES (which of the two
+    resumed passes goes first alternates with the rounds)."""
+    warmup = warmup_batches(name, args.workers)
+    run = time_loader(loader_maker(name, data_path, folders, args, batches=warmup + args.steps), warmup, args.steps)
+    if name != BASELINE:
+        make = loader_maker(name, data_path, folders, args, batches=RESUME_BATCHES)
+        starts = dict(zip(RESUME_MEASURES, (0, start)))
+        order = reversed(RESUME_MEASURES) if round_number % 2 else RESUME_MEASURES  # a drifting VM favours neither
+        run.update({measure: time_resumed_pass(make, starts[measure]) for measure in order})
+    return run
+
+
+def resume_start(images, batch_size):
+    """The sample RESUME_AT of the epoch in, or nearer its start where that would leave no whole batch."""
+    return min(int(RESUME_AT * images), images - batch_size)
 
 
 def loader_maker(name, data_path, folders, args, batches):
@@ -155,11 +179,21 @@ def time_loader(make_loader, warmup, steps):
     return dict(zip(MEASURES, (rate, first_pass_setup, later_pass_setup)))
 
 
-def _start_pass(loader, epoch):
-    """set_epoch + iter + the first batch: the seconds that took, and the pass's further batches."""
+def time_resumed_pass(make_loader, start):
+    """The set-up of a pass from sample `start` of the epoch (set_epoch + iter to the first batch) on a freshly
+    built loader, its build not counted."""
+    loader = make_loader()
+    setup, batches = _start_pass(loader, epoch=0, start=start)
+    del batches, loader
+    return setup
+
+
+def _start_pass(loader, epoch, **position):
+    """set_epoch(epoch, **position) + iter + the first batch: the seconds that took, and the pass's further batches.
+    `position` is start=... for a pass that starts inside the epoch."""
     started = time.perf_counter()
     if hasattr(loader, "set_epoch"):  # the torchvision baseline has none
-        loader.set_epoch(epoch)
+        loader.set_epoch(epoch, **position)
     batches = iter(loader)
     first = next(batches)
     _finished(first[0])
@@ -245,18 +279,27 @@ def decode_rates(data_path, repeats=3):
 
 
 def format_run(run):
+    resumed = (f", resumed pass set-up {run['setup_from_0_s']:.2f} s from 0, {run['setup_from_90pct_s']:.2f} s from "
+               f"{RESUME_AT:.0%}") if "setup_from_0_s" in run else ""
     return (f"{run['images_per_s']:8.0f} img/s, set-up {run['first_pass_setup_s']:.2f} s first pass, "
-            f"{run['later_pass_setup_s']:.2f} s later pass")
+            f"{run['later_pass_setup_s']:.2f} s later pass{resumed}")
 
 
 def summarise(runs):
     """{loader: [{measure: value} per round]} -> {loader: the median of each measure, the throughput's ratio to
-    the baseline's, and the rounds}."""
-    medians = {name: {measure: statistics.median(run[measure] for run in rounds) for measure in MEASURES}
+    the baseline's, a pipeline backend's resume ratio (set-up from RESUME_AT / from 0), and the rounds}."""
+    medians = {name: {measure: statistics.median(run[measure] for run in rounds)
+                      for measure in (*MEASURES, *RESUME_MEASURES) if measure in rounds[0]}
                for name, rounds in runs.items()}
     base = medians[BASELINE]["images_per_s"]
-    return {name: {**row, "ratio_to_baseline": row["images_per_s"] / base, "rounds": runs[name]}
+    return {name: {**row, "ratio_to_baseline": row["images_per_s"] / base, **resume_ratio(row), "rounds": runs[name]}
             for name, row in medians.items()}
+
+
+def resume_ratio(row):
+    if "setup_from_0_s" not in row:
+        return {}
+    return {"resume_setup_ratio": row["setup_from_90pct_s"] / row["setup_from_0_s"]}
 
 
 def print_table(table, decode, args, images):
@@ -272,3 +315,13 @@ def print_table(table, decode, args, images):
     print("\nsingle-core decode")
     for name, rate in decode.items():
         print(f"{name:>34} {rate:7.0f} img/s")
+
+
+def print_resume_table(table, images, start):
+    print(f"\nresumed pass set-up: set_epoch(0, start) + iter to the first batch on a fresh loader (its build not "
+          f"counted), from the epoch's start and from sample {start} of {images} ({start / images:.0%})")
+    print(f"{'loader':>14} {'from 0':>9} {'from ' + format(start / images, '.0%'):>11} {'ratio':>7}")
+    for name, row in table.items():
+        if "resume_setup_ratio" in row:
+            print(f"{name:>14} {row['setup_from_0_s']:7.2f} s {row['setup_from_90pct_s']:9.2f} s "
+                  f"{row['resume_setup_ratio']:6.2f}x")

@@ -2,7 +2,7 @@
 
     loader = make_loader("shards/", "train", "cpu", 256, device="cuda", dtype=torch.bfloat16, channels_last=True)
     for epoch in range(epochs):
-        loader.set_epoch(epoch)
+        loader.set_epoch(epoch)         # resumed mid-epoch: set_epoch(epoch, start=its samples already consumed)
         for images, labels in loader:   # normalised images on `device`, int64 labels
             ...
 
@@ -53,22 +53,27 @@ def _dali_installed():
 
 
 def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
-                crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, max_steps=None):
+                crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, max_steps=None,
+                accumulate=1):
     """Return the Loader for `split` ("train" or "val") of `data_path` read by backend `name`.
 
     `device` defaults to the current CUDA device when there is one, else the CPU. `workers` defaults to the
     cores this process may run on. `max_steps` caps the steps of a pass (``synthetic`` runs exactly that many);
-    `num_classes` only matters to ``synthetic`` without a dataset to take the classes from.
+    `num_classes` only matters to ``synthetic`` without a dataset to take the classes from. `accumulate` is the
+    micro-batches (of `batch_size` per rank) per optimizer step: a train pass yields whole optimizer steps only
+    (pipeline.sampling); validation ignores it.
     """
     row = backend(name)
     if split not in SPLITS:
         raise ValueError(f"pipeline: unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if batch_size < 1:
         raise ValueError(f"pipeline: batch_size must be positive, got {batch_size}")
+    if accumulate < 1:
+        raise ValueError(f"pipeline: accumulate must be positive, got {accumulate}")
     require(name)
-    options = _options(split=split, batch_size=batch_size, device=device, dtype=dtype, channels_last=channels_last,
-                       crop_size=crop_size, val_size=val_size, workers=workers, seed=seed, strict=strict,
-                       max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali")
+    options = _options(split=split, batch_size=batch_size, accumulate=accumulate, device=device, dtype=dtype,
+                       channels_last=channels_last, crop_size=crop_size, val_size=val_size, workers=workers, seed=seed,
+                       strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali")
     if row.needs_cuda and options.device.type != "cuda":
         raise ValueError(f"pipeline: backend {name} decodes on the GPU and needs a CUDA device; use dali-cpu")
     return importlib.import_module(row.module).make(data_path, options)
@@ -76,9 +81,9 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
 
 def batches_ahead(name, *, workers=None, device=None):
     """How many batches backend `name`'s loader may prepare before the first is asked for (bench warms up on it)."""
-    options = _options(split="train", batch_size=1, device=device, dtype=torch.float32, channels_last=False,
-                       crop_size=1, val_size=1, workers=workers, seed=0, strict=False, max_steps=None, num_classes=1,
-                       gpu_decode=name == "dali")
+    options = _options(split="train", batch_size=1, accumulate=1, device=device, dtype=torch.float32,
+                       channels_last=False, crop_size=1, val_size=1, workers=workers, seed=0, strict=False,
+                       max_steps=None, num_classes=1, gpu_decode=name == "dali")
     return importlib.import_module(backend(name).module).batches_ahead(options)
 
 

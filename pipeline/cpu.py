@@ -14,13 +14,18 @@ only after HELD further batches have been asked for. A batch yielded on the CPU 
 
 Why pread by index rather than the webdataset library's streaming reader: webdataset gives each worker whole
 shards and shuffles in a buffer, so an epoch is a sequence of shards, ranks see unequal sample counts unless
-resampled, and samples repeat or go missing at the ends. Index reads give the DALI-like contract this
-package promises: one global permutation per (seed, epoch) split over the ranks, equal steps per rank,
-every sample at most once, at the same speed (one pread per sample, which the decode dwarfs).
+resampled, and samples repeat or go missing at the ends. Index reads give the contract this package promises
+(pipeline.sampling): one global permutation per (seed, epoch) consumed in global batches, equal steps per rank,
+every sample at most once, a resumed pass that starts where it resumes, at the same speed (one pread per sample,
+which the decode dwarfs).
 """
+import atexit
 import gc
 import itertools
 import multiprocessing
+import os
+import signal
+import threading
 import warnings
 import weakref
 
@@ -39,11 +44,16 @@ from pipeline.readers import CorruptLabel, open_reader
 # spawned (whose default start method is then spawn). Workers never touch CUDA, and the ring is page-locked
 # only once they exist (see _pin), so a fork stays safe.
 _FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+STOP_GRACE_S = 20
+_LIVE = weakref.WeakSet()  # loaders whose workers may be running
 PREFETCH = 2
 HELD = 2
 # What a corrupt sample is, skipped and counted: an image that does not decode, a label that is no number. An I/O
 # error (a shard gone, an NFS hiccup) or a damaged shard is no bad sample: it stops the pass.
 SKIPPED = (CorruptImage, CorruptLabel)
+# The last word of a batch's crop seed [seed, epoch, micro-batch, rank, AUGMENT_STREAM]: without it micro-batch 0 of
+# rank 0 would seed as [seed, epoch, 0, 0], which SeedSequence (zero-padding to four words) reads as the order's.
+AUGMENT_STREAM = 1
 
 
 def make(data_path, options):
@@ -71,14 +81,16 @@ class CpuLoader:
         self._tasks = _Tasks(len(reader), options, slots=len(self._ring))
         builder = BatchBuilder(reader, options, self._ring, normalise=not self._on_gpu)
         self._loader = DataLoader(builder, batch_size=None, sampler=self._tasks, num_workers=options.workers,
-                                  persistent_workers=True, prefetch_factor=PREFETCH, worker_init_fn=_one_thread,
+                                  persistent_workers=True, prefetch_factor=PREFETCH, worker_init_fn=_start_worker,
                                   multiprocessing_context=_FORK)
+        _LIVE.add(self)
 
     def __len__(self):
         return len(self._tasks)
 
-    def set_epoch(self, epoch):
-        self._tasks.epoch = epoch
+    def set_epoch(self, epoch, start=0):
+        sampling.check_start(self.samples, self._options, start)
+        self._tasks.epoch, self._tasks.start = epoch, start
 
     def __iter__(self):
         batches = self._batches()
@@ -95,13 +107,19 @@ class CpuLoader:
                     raise result
                 yield self._receive(*result)
         except Exception:
-            # Left to the garbage collector after an error, torch's worker shutdown waits out its timeouts (10 s).
-            results._shutdown_workers()
-            self._loader._iterator = None
-            if self._unpin:  # the next pass forks new workers: from an unlocked ring
-                self._unpin()
-                self._unpin = None
+            # Left to the garbage collector after an error, torch's worker shutdown waits out its timeouts (10 s);
+            # and the next pass forks new workers, from an unlocked ring.
+            self.close()
             raise
+
+    def close(self):
+        """Stop the workers now (the next pass starts new ones), through torch's shutdown: a sentinel they exit on."""
+        if self._loader._iterator is not None:
+            self._loader._iterator._shutdown_workers()
+            self._loader._iterator = None
+        if self._unpin:
+            self._unpin()
+            self._unpin = None
 
     def _receive(self, slot, kept, labels, skipped):
         for reason in skipped:
@@ -111,23 +129,28 @@ class CpuLoader:
 
 
 class _Tasks(torch.utils.data.Sampler):
-    """This rank's batches of the current epoch, each with a seed for its crops and flips and a ring slot."""
+    """This rank's batches of the next pass (epoch, from start), each with a seed for its crops and flips and a ring
+    slot."""
 
     def __init__(self, samples, options, *, slots):
         self.samples = samples
         self.options = options
         self.epoch = 0
+        self.start = 0
         self._slots = itertools.cycle(range(slots))
 
     def __len__(self):
-        return sampling.steps_per_epoch(self.samples, self.options)
+        return sampling.pass_steps(self.samples, self.options, self.start)
 
     def __iter__(self):
         o = self.options
-        batches = sampling.epoch_batches(self.samples, o, self.epoch)
-        seeds = np.random.default_rng([o.seed, self.epoch, o.rank, 1]).integers(0, 2**63, len(batches))
-        for batch, seed in zip(batches, seeds.tolist()):
-            yield batch, seed, next(self._slots)
+        batches = sampling.pass_batches(self.samples, o, self.epoch, self.start)
+        first = sampling.first_micro_batch(self.start, o)
+        # A batch's seed is its micro-batch's number in the epoch (over all ranks), not its place in this pass: a
+        # pass resumed at a micro-batch boundary on the same world size and per-rank batch gives the same ranks the
+        # same samples under the same numbers, so its batches are bit-identical to the unbroken pass's.
+        for number, batch in enumerate(batches, first):
+            yield batch, (o.seed, self.epoch, number, o.rank, AUGMENT_STREAM), next(self._slots)
 
 
 class BatchBuilder(torch.utils.data.Dataset):
@@ -149,7 +172,7 @@ class BatchBuilder(torch.utils.data.Dataset):
 
     def _build(self, indices, seed, slot):
         o = self.options
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)  # seed: a tuple of ints, the entropy of a SeedSequence
         images = self.ring[slot]
         pixels = np.empty((o.crop_size, o.crop_size, 3), np.uint8)
         labels = np.empty(len(indices), np.int64)
@@ -215,10 +238,30 @@ def _forking_safely(loader):
         gc.unfreeze()
 
 
-def _one_thread(worker_id):
-    """The parallelism is the workers."""
+def _start_worker(worker_id):
+    """The parallelism is the workers. A stop signal is the trainer's to act on: SLURM signals every process of a
+    job, a terminal its whole process group, and a worker that died at once would fail the step in flight before
+    the trainer could checkpoint. So SIGINT and SIGUSR1 are ignored, and SIGTERM ends a worker only STOP_GRACE_S
+    later (by then the trainer has checkpointed and shut its workers down, or is being killed)."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    for number in (signal.SIGINT, signal.SIGUSR1):
+        signal.signal(number, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_later)
+
+
+def _exit_later(number, frame):
+    timer = threading.Timer(STOP_GRACE_S, os._exit, args=(128 + number,))
+    timer.daemon = True
+    timer.start()
+
+
+@atexit.register
+def _shut_down_workers():
+    """At exit, stop the workers of every live loader through torch's own shutdown (a sentinel they exit on) before
+    multiprocessing's exit handler would terminate them: a worker's SIGTERM only schedules its exit."""
+    for loader in list(_LIVE):
+        loader.close()
 
 
 def _gpu_prefetch(batches, options):

@@ -4,10 +4,12 @@ Train: ROI decode of a random crop (crops.SCALE, crops.RATIO), resize to crop_si
 Val: decode, resize the shorter side to val_size, centre crop. Without a GPU everything runs on the CPU
 (device_id=None); with one, `dali-cpu` decodes and resizes on CPU threads and normalises on the GPU.
 
-Order: the samples come from the same sampler and readers as the `cpu` backend (sampling.epoch_batches,
+Order: the samples come from the same sampler and readers as the `cpu` backend (sampling.pass_batches,
 readers.open_reader), handed to DALI batch by batch through an external source, so every backend reads the
-same sequence for a (seed, epoch): equal steps per rank, every sample at most once, validation exactly once
-(its last batch may be short). DALI decodes, crops and resizes; it no longer chooses what to read.
+same sequence for a (seed, epoch, start): equal steps per rank, every sample at most once, validation exactly
+once (its last batch may be short). A pass resumed at `start` plans its batches from there, so DALI is never
+handed a sample before it. DALI decodes, crops and resizes; it no longer chooses what to read. Its crops and
+flips come from its own RNG, so a resumed pass reads the same samples as the unbroken one but not the same crops.
 
 One pipeline for the loader's life: building one sets up the decoder's per-thread device and pinned buffers,
 which is worth doing once, not every pass. A pass that ends early (a step cap, a stop, an error elsewhere)
@@ -51,14 +53,16 @@ class DaliLoader:
         self.skipped = 0
         self._options = options
         self._epoch = 0
+        self._start = 0
         self._source = _Source(reader)
         self._iterator = None
 
     def __len__(self):
-        return sampling.steps_per_epoch(len(self._source.reader), self._options)
+        return sampling.pass_steps(self.samples, self._options, self._start)
 
-    def set_epoch(self, epoch):
-        self._epoch = epoch
+    def set_epoch(self, epoch, start=0):
+        sampling.check_start(self.samples, self._options, start)
+        self._epoch, self._start = epoch, start
 
     def __iter__(self):
         iterator = self._start_pass()
@@ -72,7 +76,7 @@ class DaliLoader:
             raise
 
     def _start_pass(self):
-        """The DALI iterator, drained of the previous pass and reset to this epoch's batches."""
+        """The DALI iterator, drained of the previous pass and reset to this pass's batches."""
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
         if self._iterator is not None:
@@ -80,7 +84,7 @@ class DaliLoader:
             with contextlib.suppress(StopIteration):
                 while True:
                     next(self._iterator)
-        self._source.plan(sampling.epoch_batches(len(self._source.reader), self._options, self._epoch))
+        self._source.plan(sampling.pass_batches(self.samples, self._options, self._epoch, self._start))
         if self._iterator is None:
             pipe = _pipeline(self._source, self._options)
             # size -1: the epoch ends where the source raises StopIteration; batches may be short (val)

@@ -15,18 +15,26 @@ class Loader(Protocol):
     """One split read by one backend, for one rank.
 
     Iterating it is one pass: `len(loader)` batches of (images, labels), images normalised with the ImageNet
-    mean/std on the options' device in its dtype and memory format, labels int64 there. The order of a pass is
-    a function of (seed, epoch) and the split alone, split among the ranks (pipeline.sampling): train passes have
-    equal steps on every rank and each sample at most once, validation shows every image exactly once over the
-    ranks. A pass left early does not disturb the next.
+    mean/std on the options' device in its dtype and memory format, labels int64 there. The order of an epoch is
+    one permutation per (seed, epoch) of the split, whatever the world size (pipeline.sampling). A train pass
+    consumes it from `start` in global steps of batch_size x world x accumulate samples, each rank taking its
+    slice of every micro-batch: equal steps on every rank, each sample at most once, and a pass resumed at a
+    checkpoint's `start` on another world size or per-rank batch continues the same sequence. It starts there:
+    nothing before `start` is read. Validation shows every image exactly once over the ranks. A pass left early
+    does not disturb the next.
+
+    `len(loader)` describes the next pass, so it changes with set_epoch's `start` (and is the full pass before
+    any set_epoch).
     """
     num_classes: int  # of the dataset
     samples: int      # in the split, over all ranks
     skipped: int      # corrupt samples skipped so far (0 where the backend cannot skip: it raises instead)
     ahead: int        # batches it may have prepared before the first is asked for (queues, prefetch)
 
-    def __len__(self) -> int: ...                          # this rank's steps per pass
-    def set_epoch(self, epoch: int) -> None: ...           # the order of the next pass
+    def __len__(self) -> int: ...                          # this rank's batches in the next pass
+    # The next pass: `epoch`'s order from `start`, the samples of that epoch already consumed over all ranks
+    # (train only: a ValueError for val, as for a start outside the epoch).
+    def set_epoch(self, epoch: int, start: int = 0) -> None: ...
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 

@@ -12,6 +12,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class LoaderOptions:
     split: str
     batch_size: int
+    accumulate: int    # micro-batches per optimizer step: a train pass runs whole global steps of them
     device: torch.device
     dtype: torch.dtype
     channels_last: bool

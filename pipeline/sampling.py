@@ -1,27 +1,38 @@
-"""Which samples each rank reads, batch by batch; the `cpu` backend's order, and DALI's sharding rule.
+"""Which samples each rank reads, batch by batch: the order every backend follows.
 
-Rank r's share of an N-sample sequence is [r*N//world, (r+1)*N//world), DALI's shard_id/num_shards rule.
-Train: the sequence is one permutation of the split per (seed, epoch); every rank takes whole batches from
-its share, floor(N / world) // batch_size of them, so all ranks run the same number of steps and no sample
-is read twice. Val: the split in stored order; a rank's last batch may be short, nothing is padded.
+Train: the order of an epoch is one permutation of the split per (seed, epoch), whatever the world size. A pass
+consumes it in global steps of G = batch_size * world * accumulate samples from `start`, the samples of the epoch
+already consumed over all ranks: global step k covers order[start + k*G : start + (k+1)*G]. Inside a global step
+the `accumulate` micro-batches come in order, each the next batch_size * world samples, of which rank r takes slice
+r. Every rank runs floor((N - start) / G) * accumulate batches and the remainder (fewer than G samples) is dropped.
+So a pass resumed from a checkpoint's sample count, on another world size or per-rank batch, continues the same
+sequence: across the interruption every sample is used once, apart from the dropped remainder.
+
+Val: the split in stored order, rank r reading [r*N//world, (r+1)*N//world) (DALI's shard_id/num_shards rule); a
+rank's last batch may be short, nothing is padded; `start` and `accumulate` do not apply.
 """
 import numpy as np
+
+
+def epoch_order(samples, *, seed, epoch):
+    return np.random.default_rng([seed, epoch]).permutation(samples)
 
 
 def rank_share(samples, *, rank, world):
     return np.arange(rank * samples // world, (rank + 1) * samples // world)
 
 
-def train_steps(samples, batch_size, world):
-    return samples // world // batch_size
+def train_steps(samples, batch_size, world, *, accumulate=1, start=0):
+    """The batches every rank runs in a train pass from `start`: whole global steps only."""
+    return (samples - start) // (batch_size * world * accumulate) * accumulate
 
 
-def train_batches(samples, batch_size, *, rank, world, seed, epoch):
-    """[steps, batch_size] sample numbers for this rank in this epoch."""
-    steps = train_steps(samples, batch_size, world)
-    order = np.random.default_rng([seed, epoch]).permutation(samples)
-    mine = order[rank_share(samples, rank=rank, world=world)][:steps * batch_size]
-    return mine.reshape(steps, batch_size)
+def train_batches(samples, batch_size, *, rank, world, seed, epoch, accumulate=1, start=0):
+    """[steps, batch_size] sample numbers for this rank in the train pass of `epoch` from `start`."""
+    steps = train_steps(samples, batch_size, world, accumulate=accumulate, start=start)
+    order = epoch_order(samples, seed=seed, epoch=epoch)
+    consumed = order[start:start + steps * batch_size * world]
+    return consumed.reshape(steps, world, batch_size)[:, rank]
 
 
 def val_batches(samples, batch_size, *, rank, world):
@@ -29,20 +40,37 @@ def val_batches(samples, batch_size, *, rank, world):
     return [share[start:start + batch_size] for start in range(0, len(share), batch_size)]
 
 
-def epoch_batches(samples, options, epoch):
-    """This rank's batches (arrays of sample numbers) for `epoch`, at most `options.max_steps` of them."""
+def first_micro_batch(start, options):
+    """The number in the epoch of a pass's first micro-batch, counted over all ranks (whole micro-batches before
+    `start`)."""
+    return start // (options.batch_size * options.world)
+
+
+def check_start(samples, options, start):
+    """ValueError unless `start` is a position a pass of `options` can start from."""
+    if not options.train and start:
+        raise ValueError(f"pipeline: start={start} applies to train passes only; validation reads every image")
+    if not 0 <= start <= samples:
+        raise ValueError(f"pipeline: start={start} lies outside the epoch's {samples} samples")
+
+
+def pass_batches(samples, options, epoch, start=0):
+    """This rank's batches (arrays of sample numbers) of the pass of `epoch` from `start`, at most
+    `options.max_steps` of them."""
     o = options
     if o.train:
-        batches = train_batches(samples, o.batch_size, rank=o.rank, world=o.world, seed=o.seed, epoch=epoch)
+        batches = train_batches(samples, o.batch_size, rank=o.rank, world=o.world, seed=o.seed, epoch=epoch,
+                                accumulate=o.accumulate, start=start)
     else:
         batches = val_batches(samples, o.batch_size, rank=o.rank, world=o.world)
     return batches[:o.max_steps]
 
 
-def steps_per_epoch(samples, options):
+def pass_steps(samples, options, start=0):
+    """len(pass_batches(samples, options, any epoch, start)), without drawing the order."""
     o = options
     if o.train:
-        steps = train_steps(samples, o.batch_size, o.world)
+        steps = train_steps(samples, o.batch_size, o.world, accumulate=o.accumulate, start=start)
     else:
         steps = -(-len(rank_share(samples, rank=o.rank, world=o.world)) // o.batch_size)
     return steps if o.max_steps is None else min(steps, o.max_steps)

@@ -23,15 +23,16 @@ def batches_ahead(options):
 
 class SyntheticLoader:
     """Yields one normalised random batch over and over, with the real loaders' shapes, dtype, layout and steps:
-    the split's samples shared over the ranks like the real loaders (val's last batch may be short); `max_steps`
-    sets the steps of a pass instead."""
+    the split's samples shared over the ranks like the real loaders, from set_epoch's `start` (val's last batch may
+    be short); `max_steps` sets the steps of a pass instead."""
 
     def __init__(self, samples, num_classes, options):
         self.num_classes = num_classes
         self.samples = samples  # in the split, over all ranks
         self.skipped = 0
         self.ahead = batches_ahead(options)
-        self._sizes = _batch_sizes(samples, options)
+        self._options = options
+        self._sizes = _batch_sizes(samples, options, start=0)  # a whole pass: no later one has larger batches
         generator = torch.Generator().manual_seed(options.seed)
         size = options.crop_size
         rows = max(self._sizes, default=0)
@@ -43,19 +44,20 @@ class SyntheticLoader:
     def __len__(self):
         return len(self._sizes)
 
-    def set_epoch(self, epoch):
-        pass
+    def set_epoch(self, epoch, start=0):
+        sampling.check_start(self.samples, self._options, start)
+        self._sizes = _batch_sizes(self.samples, self._options, start)
 
     def __iter__(self):
         for size in self._sizes:
             yield self._images[:size], self._labels[:size]
 
 
-def _batch_sizes(samples, options):
+def _batch_sizes(samples, options, start):
     o = options
     if o.max_steps is not None:
         return [o.batch_size] * o.max_steps
     if o.train:
-        return [o.batch_size] * sampling.train_steps(samples, o.batch_size, o.world)
+        return [o.batch_size] * sampling.pass_steps(samples, o, start)
     share = len(sampling.rank_share(samples, rank=o.rank, world=o.world))
-    return [min(o.batch_size, share - start) for start in range(0, share, o.batch_size)]
+    return [min(o.batch_size, share - first) for first in range(0, share, o.batch_size)]

@@ -132,7 +132,7 @@ def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
         train(["--device", "cpu", "--loader", "synthetic", "--resume", str(tmp_path), "--output-dir",
                str(tmp_path / "out")])
     assert stop.value.code == 1
-    assert capsys.readouterr().err == f"trainer: --resume {bad}: not a trainer checkpoint (UnpicklingError)\n"
+    assert capsys.readouterr().err == f"trainer: {bad} is not a readable trainer checkpoint (UnpicklingError)\n"
 
 
 def test_a_batch_larger_than_a_rank_share_is_one_line(sample_shards, tmp_path, capsys):

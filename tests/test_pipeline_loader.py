@@ -21,6 +21,8 @@ import pipeline
 from bench.colours import CLASSES, TRAIN, VAL, identify, in_range, sample_class, write_tree
 from common.errors import CorruptSample, DecodeError, MissingData
 from common.layout import read_index
+from pipeline import dataset, sampling
+from pipeline.readers import ShardReader, open_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 CROP, VAL_SIZE, BATCH = 32, 36, 8
@@ -66,9 +68,9 @@ def make(data, split, backend, **options):
     return pipeline.make_loader(data, split, backend, BATCH, **options)
 
 
-def read_epoch(loader, epoch=0):
-    """(sample ids, labels) of one epoch, checked batch by batch while each batch is still valid."""
-    loader.set_epoch(epoch)
+def read_epoch(loader, epoch=0, start=0):
+    """(sample ids, labels) of one pass, checked batch by batch while each batch is still valid."""
+    loader.set_epoch(epoch, start)
     ids, labels = [], []
     for images, batch_labels in loader:
         ids.extend(identify(images))
@@ -167,6 +169,88 @@ def test_steps_caps_the_epoch(shards, backend, split):
     assert len(loader) == 2 == sum(1 for _ in loader)
 
 
+# --- passes resumed at a position of the epoch -----------------------------------------------------------------
+
+def kept_batches(loader, epoch, start=0):
+    """Every batch of a pass, copied out of the loader's batch memory (the cpu backend reuses it)."""
+    loader.set_epoch(epoch, start)
+    return [(images.clone(), labels.clone()) for images, labels in loader]
+
+
+@pytest.mark.parametrize("backend", DECODING)
+def test_a_resumed_pass_reads_the_samples_of_the_unbroken_pass_from_there(shards, backend):
+    steps_done = 3
+    unbroken = kept_batches(make(shards, "train", backend), epoch=1)
+    loader = make(shards, "train", backend)
+    resumed = kept_batches(loader, epoch=1, start=steps_done * BATCH)
+    assert len(loader) == len(resumed) == len(unbroken) - steps_done
+    for (images, labels), (again, again_labels) in zip(unbroken[steps_done:], resumed):
+        assert np.array_equal(identify(images), identify(again)) and torch.equal(labels, again_labels)
+
+
+def test_a_resumed_cpu_pass_gives_the_images_of_the_unbroken_pass_bit_for_bit(sample_shards):
+    """On photographs, where another crop or flip shows (a crop of a solid colour is the same colour): the cpu
+    backend seeds a batch's crops by its micro-batch's number in the epoch, not by its place in the pass."""
+    steps_done, steps = 3, 3
+    unbroken = kept_batches(make(sample_shards, "train", "cpu", max_steps=steps_done + steps), epoch=1)
+    resumed = kept_batches(make(sample_shards, "train", "cpu", max_steps=steps), epoch=1, start=steps_done * BATCH)
+    assert len(resumed) == steps
+    for (images, labels), (again, again_labels) in zip(unbroken[steps_done:], resumed):
+        assert torch.equal(images, again) and torch.equal(labels, again_labels)
+
+
+def colour_ids(data):
+    """The colour-coded image (bench.colours' number) of each train sample number of the shards."""
+    reader = open_reader(dataset.open_dataset(data).split("train"))
+    return np.array([int(reader.describe(i).rsplit("_", 1)[1].split(".")[0]) for i in range(len(reader))])
+
+
+@pytest.mark.parametrize("backend", DECODING)
+def test_a_resumed_pass_reads_nothing_before_its_start(shards, backend, tmp_path, monkeypatch):
+    """Every sample number the reader is asked for, recorded in a file: the cpu backend reads in forked workers."""
+    ids_of = colour_ids(shards)
+    record = tmp_path / "reads"
+    original = ShardReader.read
+
+    def recorded(reader, i):
+        with open(record, "a") as f:
+            f.write(f"{i}\n")
+        return original(reader, i)
+
+    monkeypatch.setattr(ShardReader, "read", recorded)
+    start = 2 * BATCH + 3  # not a step boundary: where a resume on another world size can land
+    ids, _ = read_epoch(make(shards, "train", backend), epoch=2, start=start)
+    steps = (TRAIN - start) // BATCH
+    expected = sampling.epoch_order(TRAIN, seed=0, epoch=2)[start:start + steps * BATCH]
+    assert np.array_equal(ids, ids_of[expected])
+    assert sorted(int(line) for line in record.read_text().split()) == sorted(expected)
+
+
+@pytest.mark.parametrize("backend", ALL_CPU)
+def test_len_is_the_next_pass_and_a_pass_from_the_end_is_empty(shards, backend):
+    loader = make(shards, "train", backend)
+    loader.set_epoch(0, start=TRAIN - 2 * BATCH + 1)
+    assert len(loader) == 1 == sum(1 for _ in loader)
+    loader.set_epoch(0, start=TRAIN)
+    assert len(loader) == 0 == sum(1 for _ in loader)
+    loader.set_epoch(1)
+    assert len(loader) == TRAIN // BATCH == sum(1 for _ in loader)
+
+
+@pytest.mark.parametrize("backend", ALL_CPU)
+def test_start_is_refused_for_val_and_outside_the_epoch(shards, backend):
+    with pytest.raises(ValueError, match="train passes only"):
+        make(shards, "val", backend).set_epoch(0, start=BATCH)
+    with pytest.raises(ValueError, match="outside the epoch"):
+        make(shards, "train", backend).set_epoch(0, start=TRAIN + 1)
+
+
+@pytest.mark.parametrize("backend", ALL_CPU)
+def test_accumulate_makes_a_pass_whole_optimizer_steps(shards, backend):
+    loader = make(shards, "train", backend, accumulate=4)  # 48 samples: one step of 4 x 8, 16 dropped
+    assert len(loader) == 4 == sum(1 for _ in loader)
+
+
 def test_synthetic_takes_its_size_from_the_manifest_or_imagenet(shards):
     assert len(make(shards, "train", "synthetic")) == TRAIN // BATCH
     assert len(make(None, "val", "synthetic")) == 50000 // BATCH
@@ -256,26 +340,31 @@ def test_bad_data_path_is_a_one_line_error(tmp_path):
 
 DDP_RUNS = [(backend, batch_size) for backend in ["cpu", *(["dali-cpu"] if HAVE_DALI else [])]
             for batch_size in (BATCH, 5)]  # 5 leaves a train remainder
+RESUMED_AT = 18  # samples consumed, say by 3 ranks x 1 step of 6: no step boundary of 2 ranks x 8 or x 5
+PASSES = {"train": ("train", 0), "val": ("val", 0), "resumed": ("train", RESUMED_AT)}  # name: (split, start)
 
 
 def read_as_rank(rank, world, init_file, data, results):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         for backend, batch_size in DDP_RUNS:
-            for split in ("train", "val"):
+            for name, (split, start) in PASSES.items():
                 loader = pipeline.make_loader(data, split, backend, batch_size, device="cpu", crop_size=CROP,
                                               val_size=VAL_SIZE, workers=1)
-                ids, labels = read_epoch(loader)
-                results.put(((backend, batch_size, split, rank), (len(loader), ids.tolist(), labels.tolist())))
+                ids, labels = read_epoch(loader, start=start)
+                results.put(((backend, batch_size, name, rank), (len(loader), ids.tolist(), labels.tolist())))
     finally:
         torch.distributed.destroy_process_group()
 
 
 def test_two_ranks_split_an_epoch_without_overlap_and_with_equal_steps(shards, tmp_path):
+    """And a pass resumed where another world size stopped continues the epoch's order micro-batch by micro-batch,
+    rank r taking slice r of each."""
     world = 2
     results = mp.get_context("spawn").SimpleQueue()
     mp.spawn(read_as_rank, args=(world, tmp_path / "init", shards, results), nprocs=world)
-    got = dict(results.get() for _ in range(len(DDP_RUNS) * 2 * world))
+    got = dict(results.get() for _ in range(len(DDP_RUNS) * len(PASSES) * world))
+    order = colour_ids(shards)[sampling.epoch_order(TRAIN, seed=0, epoch=0)]
     for backend, batch_size in DDP_RUNS:
         train = [got[backend, batch_size, "train", rank] for rank in range(world)]
         steps = TRAIN // world // batch_size
@@ -284,7 +373,12 @@ def test_two_ranks_split_an_epoch_without_overlap_and_with_equal_steps(shards, t
         assert len(set(ids)) == len(ids) == steps * batch_size * world, backend
         val = [got[backend, batch_size, "val", rank] for rank in range(world)]
         assert sorted(np.concatenate([ids for _, ids, _ in val])) == list(range(TRAIN, TRAIN + VAL)), backend
-        for _, ids, labels in train + val:
+        resumed = [got[backend, batch_size, "resumed", rank] for rank in range(world)]
+        steps = (TRAIN - RESUMED_AT) // (world * batch_size)
+        assert [length for length, _, _ in resumed] == [steps] * world, backend
+        by_micro_batch = np.concatenate([np.reshape(ids, (steps, batch_size)) for _, ids, _ in resumed], axis=1)
+        assert np.array_equal(by_micro_batch.ravel(), order[RESUMED_AT:RESUMED_AT + steps * world * batch_size])
+        for _, ids, labels in train + val + resumed:
             assert labels == [sample_class(n) for n in ids], backend
 
 
