@@ -1,0 +1,75 @@
+"""Data in object storage: s3:// (the standard AWS configuration: credentials from the environment, ~/.aws or an
+instance role; AWS_ENDPOINT_URL for S3-compatible stores such as MinIO or Ceph), gs:// (Google's application
+default credentials) and http(s):// (Range requests), all through fsspec. A local path goes on being a path.
+
+Transient failures (a dropped connection, a 5xx, a throttle) are retried with exponential backoff; one that
+persists is a RemoteError naming the URL."""
+import time
+
+from common.errors import DataError
+
+SCHEMES = ("s3://", "gs://", "gcs://", "http://", "https://")
+ATTEMPTS = 6
+FIRST_BACKOFF_S = 0.25
+
+
+class RemoteError(DataError):
+    """An object that could not be read or written after every retry: exit status 1."""
+
+
+def is_url(path):
+    return str(path).startswith(SCHEMES)
+
+
+def join(base, name):
+    return f"{str(base).rstrip('/')}/{name}"
+
+
+def filesystem(url):
+    """(fsspec filesystem, path within it) of `url`."""
+    import fsspec  # imported here: local data needs none of it
+
+    return fsspec.core.url_to_fs(url)
+
+
+def retrying(what, action):
+    """action(), retried with backoff on any error but a missing object; RemoteError naming `what` in the end."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return action()
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # the clients raise many kinds for one transient failure
+            if attempt == ATTEMPTS - 1:
+                raise RemoteError(f"{what}: failed {ATTEMPTS} times, last with {type(error).__name__}: "
+                                  f"{str(error).splitlines()[0] if str(error) else ''}") from error
+            time.sleep(FIRST_BACKOFF_S * 2**attempt)
+
+
+def read_bytes(url):
+    fs, path = filesystem(url)
+    return retrying(url, lambda: fs.cat_file(path))
+
+
+def read_text(url):
+    return read_bytes(url).decode()
+
+
+def download(url, local_path):
+    """Copy the object at `url` to `local_path` (the caller makes that atomic)."""
+    fs, path = filesystem(url)
+    retrying(url, lambda: fs.get_file(path, str(local_path)))
+
+
+def upload(local_path, url):
+    fs, path = filesystem(url)
+    retrying(url, lambda: fs.put_file(str(local_path), path))
+
+
+def size(url):
+    """The object's size in bytes, or None if there is none."""
+    fs, path = filesystem(url)
+    try:
+        return retrying(url, lambda: fs.size(path))
+    except FileNotFoundError:
+        return None
