@@ -1,6 +1,7 @@
 """`python -m bench loaders`: loader-only train throughput at 224 of each backend against torchvision's.
 
     python -m bench loaders [--data-path SHARDS] [--batch-size 64] [--workers N] [--steps 24] [--backends ...]
+    python -m bench loaders --remote [--data-path SHARDS] [--batch-size 64] [--workers N] [--rounds 3] [--backends ...]
 
 Every backend that decodes reads the same prep output: the shards (cpu, dali-cpu, dali), or its
 DeepLearningExamples folder layout (the baseline: torchvision ImageFolder + PIL + RandomResizedCrop +
@@ -20,10 +21,22 @@ count. Batches are consumed and dropped on this machine's device (the baseline's
 the loader alone.
 Also printed: single-core JPEG decode rates (libjpeg-turbo full size and DCT-scaled, Pillow), to read the
 loader figures against.
+
+With --remote it measures instead a URL's data against the same data on local disk, in the same process: it starts a
+loopback S3-compatible server (moto), uploads the shards (by default an ImageNet-sized sample in shards of
+REMOTE_SHARD images, made once under build/bench/remote), and reads them through the node-local cache limited to
+REMOTE_CACHE_SHARE of the data, beside the local shards read in the same shard-window order, for REMOTE_EPOCHS
+epochs a round, alternating. It gives the remote img/s over local img/s after each epoch's first window (the
+cache's cold start), the bytes downloaded per epoch over the dataset's bytes, and the peak bytes of the cache
+directory (sampled every millisecond) over its limit.
 """
+import contextlib
+import importlib.util
 import io
+import math
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,8 +46,9 @@ import torch
 import pipeline
 from bench import results
 from bench.data import imagenet_sized_shards
+from common import store
 from common.cli import Parser, integer, prepped_images
-from common.layout import LISTS
+from common.layout import LISTS, MANIFEST, read_manifest
 from pipeline import dataset
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, default_workers
 from pipeline.readers import open_reader
@@ -48,6 +62,9 @@ RESUME_MEASURES = ("setup_from_0_s", "setup_from_90pct_s")  # the pass set-up fr
 RESUME_BATCHES = 1  # both resumed passes stop after their first batch: they differ in their start alone
 DECODE_SAMPLES = 100
 DALI_NEEDS = "the dali backends need NVIDIA DALI (pip install 'imagenet-feed[dali]'), dali a GPU as well"
+REMOTE_IMAGES, REMOTE_SHARD = 3200, 100  # the default --remote data: 32 train shards
+REMOTE_CACHE_SHARE = 0.3  # the cache limit, a share of the train shards' bytes
+REMOTE_EPOCHS = 2  # a round: the first epoch from a cold cache, the next from what it kept
 
 
 def parse_args(argv):
@@ -63,6 +80,8 @@ def parse_args(argv):
     usable = [backend for backend in pipeline.available_backends() if backend in LOADERS]
     parser.add_argument("--backends", default=",".join(usable),
                         help="comma-separated, from " + ", ".join(LOADERS) + " (default: those usable here)")
+    parser.add_argument("--remote", action="store_true",
+                        help="read the data from a loopback S3 server through the node-local cache, beside local disk")
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     if not args.backends:
@@ -76,8 +95,12 @@ def parse_args(argv):
     unusable = [b for b in args.backends if b not in usable]
     if unusable:  # an optional part missing: one line saying what to install
         parser.error(f"--backends {','.join(unusable)} cannot run here: {DALI_NEEDS}")
-    if args.data_path:
+    if args.data_path and not args.remote:
         check_data(parser, args)
+    if args.data_path and args.remote:
+        parser.prep_output("--data-path", args.data_path)
+    if args.remote and not all(importlib.util.find_spec(name) for name in ("s3fs", "moto")):
+        parser.error("--remote needs s3fs and moto[server]: pip install 'imagenet-feed[remote]' 'moto[server]'")
     return args
 
 
@@ -93,6 +116,8 @@ def check_data(parser, args):
 
 def main(argv=None):
     args = parse_args(argv or [])
+    if args.remote:
+        return remote_main(args)
     data_path = args.data_path or imagenet_sized_shards(args.batch_size * pass_batches(args))
     images = dataset.open_dataset(data_path).split("train").samples
     start = resume_start(images, args.batch_size)
@@ -325,3 +350,171 @@ def print_resume_table(table, images, start):
         if "resume_setup_ratio" in row:
             print(f"{name:>14} {row['setup_from_0_s']:7.2f} s {row['setup_from_90pct_s']:9.2f} s "
                   f"{row['resume_setup_ratio']:6.2f}x")
+
+
+# --- --remote: a URL's data through the node-local cache against local disk ----------------------------------------
+
+def remote_main(args):
+    from bench.loopback import make_bucket, s3_server
+
+    data_path = args.data_path or remote_shards()
+    train = read_manifest(data_path)["splits"]["train"]
+    data_bytes = sum(shard["bytes"] for shard in train["shards"])
+    limit = int(REMOTE_CACHE_SHARE * data_bytes)
+    with s3_server(), tempfile.TemporaryDirectory() as scratch:
+        url = upload(data_path, store.join(make_bucket("bench"), "shards"))
+        runs = {name: [] for name in args.backends}
+        for round_number in range(args.rounds):
+            for name in runs:
+                cache_dir = Path(scratch) / f"cache-{round_number}-{name}"
+                runs[name].append(time_remote_round(name, data_path, url, limit, cache_dir, args))
+                print(f"round {round_number + 1}/{args.rounds} {name:>9}: "
+                      f"{format_remote(runs[name][-1], data_bytes, limit)}", flush=True)
+    table = {name: summarise_remote(rounds, data_bytes, limit) for name, rounds in runs.items()}
+    print_remote_table(table, args, train, data_bytes, limit)
+    path = results.save("loaders-remote", {
+        "data_path": str(data_path), "url": "s3:// on moto's server, 127.0.0.1", "train_images": train["samples"],
+        "train_shards": len(train["shards"]), "data_bytes": data_bytes, "cache_limit": limit,
+        "batch_size": args.batch_size, "workers": args.workers, "rounds": args.rounds, "epochs": REMOTE_EPOCHS,
+        "crop_size": 224, "loaders": table})
+    print(f"saved {path}")
+    return 0
+
+
+def remote_shards():
+    """An ImageNet-sized sample in shards of REMOTE_SHARD images (enough for windows), made once."""
+    from prep import imagenet, sample
+
+    out = Path("build/bench/remote")
+    shards = out / "shards"
+    if not (shards / MANIFEST).is_file():
+        sample.write_sample(out / "src", classes=10, train_per_class=REMOTE_IMAGES // 10, val_per_class=4,
+                            size="imagenet", progress=True)
+        if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--shard-size", str(REMOTE_SHARD)]):
+            raise SystemExit(f"bench: prep of the sample in {out / 'src'} failed")
+    return shards
+
+
+def upload(data_path, url):
+    """The prep output's shards, indexes and manifest (last) at `url`."""
+    files = [path for path in Path(data_path).iterdir() if path.suffix in (".tar", ".idx")]
+    for path in [*files, Path(data_path) / MANIFEST]:
+        store.upload(path, store.join(url, path.name))
+    return url
+
+
+def time_remote_round(name, data_path, url, limit, cache_dir, args):
+    """A fresh local loader and a fresh remote one (an empty cache), the same shard-window order; per epoch,
+    alternately, each one's images/s after the epoch's first window, and the remote's bytes downloaded; the peak
+    bytes of the cache directory over the round."""
+    def make(path, **options):
+        return pipeline.make_loader(path, "train", name, args.batch_size, workers=args.workers, cache_limit=limit,
+                                    **options)
+
+    local, remote = make(data_path, order="shard-window"), make(url, cache_dir=cache_dir)
+    largest = max(shard["samples"] for shard in read_manifest(data_path)["splits"]["train"]["shards"])
+    skip = math.ceil(remote.window * largest / args.batch_size)
+    run = {"local_images_per_s": [], "remote_images_per_s": [], "downloaded_bytes": [], "window": remote.window}
+    with DirectoryBytes(cache_dir / "shards") as held:
+        for epoch in range(REMOTE_EPOCHS):
+            run["local_images_per_s"].append(time_epoch(local, epoch, skip))
+            before = remote.cache.stats.downloaded_bytes
+            run["remote_images_per_s"].append(time_epoch(remote, epoch, skip))
+            run["downloaded_bytes"].append(remote.cache.stats.downloaded_bytes - before)
+    run["peak_cache_bytes"] = held.peak
+    run["peak_reserved_bytes"] = remote.cache.stats.peak_bytes
+    return run
+
+
+def time_epoch(loader, epoch, skip):
+    """Images/s of a whole pass once its first `skip` batches are done."""
+    loader.set_epoch(epoch)
+    seen, started = 0, None
+    for step, (images, labels) in enumerate(loader):
+        if step == skip - 1:
+            _finished(images)
+            started = time.perf_counter()
+        elif step >= skip:
+            seen += len(labels)
+    _finished(images)
+    return seen / (time.perf_counter() - started)
+
+
+class DirectoryBytes:
+    """The most bytes the files of a folder held, sampled about every millisecond by a thread while entered."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._bytes())
+
+    def _bytes(self):
+        total = 0
+        for path in self.folder.glob("*") if self.folder.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):  # evicted or renamed since the listing
+                total += path.stat().st_size
+        return total
+
+
+def remote_ratios(run, data_bytes, limit):
+    return {"speed_ratio": [remote / local for remote, local in zip(run["remote_images_per_s"],
+                                                                      run["local_images_per_s"])],
+            "downloaded_ratio": [nbytes / data_bytes for nbytes in run["downloaded_bytes"]],
+            "peak_cache_ratio": run["peak_cache_bytes"] / limit}
+
+
+def format_remote(run, data_bytes, limit):
+    ratios = remote_ratios(run, data_bytes, limit)
+    epochs = ", ".join(f"epoch {epoch}: local {local:.0f} img/s, remote {remote:.0f} ({ratio:.2f}x), downloaded "
+                       f"{downloaded:.2f}x the data" for epoch, (local, remote, ratio, downloaded) in enumerate(zip(
+                           run["local_images_per_s"], run["remote_images_per_s"], ratios["speed_ratio"],
+                           ratios["downloaded_ratio"])))
+    return f"{epochs}; peak cache {ratios['peak_cache_ratio']:.2f}x the limit"
+
+
+def summarise_remote(rounds, data_bytes, limit):
+    """Per epoch the medians over rounds of local and remote img/s, their ratio and the bytes downloaded over the
+    data's; the peak cache over the limit, the most of any round."""
+    ratios = [remote_ratios(run, data_bytes, limit) for run in rounds]
+
+    def median(key, epoch, of=rounds):
+        return statistics.median(run[key][epoch] for run in of)
+
+    epochs = [{"local_images_per_s": median("local_images_per_s", epoch),
+               "remote_images_per_s": median("remote_images_per_s", epoch),
+               "speed_ratio": median("speed_ratio", epoch, ratios),
+               "downloaded_ratio": median("downloaded_ratio", epoch, ratios)} for epoch in range(REMOTE_EPOCHS)]
+    return {"window": rounds[0]["window"], "epochs": epochs,
+            "peak_cache_ratio": max(ratio["peak_cache_ratio"] for ratio in ratios),
+            "peak_reserved_ratio": max(run["peak_reserved_bytes"] for run in rounds) / limit,
+            "rounds": rounds}
+
+
+def print_remote_table(table, args, train, data_bytes, limit):
+    window = next(iter(table.values()))["window"]
+    print(f"\ns3:// (moto on 127.0.0.1) through the node-local cache vs local disk, the same shard-window order: "
+          f"{train['samples']} train images in {len(train['shards'])} shards, {data_bytes / 1e6:.0f} MB; cache limit "
+          f"{limit / 1e6:.0f} MB ({REMOTE_CACHE_SHARE:.0%}), windows of {window} shards; batch {args.batch_size}, "
+          f"{args.workers} workers, {args.rounds} rounds (medians); img/s after each epoch's first window")
+    print(f"{'loader':>10} {'epoch':>6} {'local img/s':>12} {'remote img/s':>13} {'ratio':>6} {'downloaded':>11} "
+          f"{'peak cache':>11}")
+    for name, row in table.items():
+        for epoch, figures in enumerate(row["epochs"]):
+            peak = f"{row['peak_cache_ratio']:10.2f}x" if epoch == 0 else ""
+            print(f"{name:>10} {epoch:>6} {figures['local_images_per_s']:12.0f} {figures['remote_images_per_s']:13.0f} "
+                  f"{figures['speed_ratio']:5.2f}x {figures['downloaded_ratio']:10.2f}x {peak}")
+    print("ratio: remote / local img/s (target >= 0.9); downloaded: bytes downloaded in the epoch / the data's "
+          "(target <= 1.1); peak cache: the most bytes its directory held / the limit (<= 1.0)")

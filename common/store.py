@@ -17,6 +17,10 @@ class RemoteError(DataError):
     """An object that could not be read or written after every retry: exit status 1."""
 
 
+class TooLarge(DataError):
+    """An object larger than its reader was told it is: changed since it was described."""
+
+
 def is_url(path):
     return str(path).startswith(SCHEMES)
 
@@ -33,11 +37,12 @@ def filesystem(url):
 
 
 def retrying(what, action):
-    """action(), retried with backoff on any error but a missing object; RemoteError naming `what` in the end."""
+    """action(), retried with backoff on any error but a missing object or a DataError (a verdict on the data, not
+    a transient failure); RemoteError naming `what` in the end."""
     for attempt in range(ATTEMPTS):
         try:
             return action()
-        except FileNotFoundError:
+        except (FileNotFoundError, DataError):
             raise
         except Exception as error:  # the clients raise many kinds for one transient failure
             if attempt == ATTEMPTS - 1:
@@ -55,10 +60,19 @@ def read_text(url):
     return read_bytes(url).decode()
 
 
-def download(url, local_path):
-    """Copy the object at `url` to `local_path` (the caller makes that atomic)."""
+def download(url, local_path, most_bytes=None):
+    """Copy the object at `url` to `local_path` (the caller makes that atomic). An object larger than `most_bytes`
+    is a TooLarge as soon as that shows: from its stated length before any of it is written, else after the client's
+    next chunk."""
+    from fsspec.callbacks import Callback
+
+    class Cap(Callback):
+        def call(self, *args, **kwargs):
+            if most_bytes is not None and max(self.size or 0, self.value) > most_bytes:
+                raise TooLarge(f"{url} is larger than the {most_bytes:,} bytes expected")
+
     fs, path = filesystem(url)
-    retrying(url, lambda: fs.get_file(path, str(local_path)))
+    retrying(url, lambda: fs.get_file(path, str(local_path), callback=Cap()))
 
 
 def upload(local_path, url):

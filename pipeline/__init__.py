@@ -9,13 +9,19 @@
 Backends: ``dali`` (GPU decode), ``dali-cpu`` (DALI on CPU threads), ``cpu`` (DataLoader workers,
 libjpeg-turbo + OpenCV, whole batches per task) and ``synthetic`` (device-resident random batches).
 DALI and the GPU are imported lazily, so the other backends work where they are missing.
+
+The data path may be a URL (s3://, gs://, http(s)://, common.store): its shards are read through a node-local cache
+of at most `cache_limit` bytes, in the shard-window order (pipeline.sampling), by every backend.
 """
 import importlib
 import importlib.util
+import numbers
 
 import torch
 
+from common import store
 from pipeline.loader import BACKEND_TABLE, BACKENDS, Loader  # noqa: F401 (the package's interface)
+from pipeline.options import ORDERS
 
 SPLITS = ("train", "val")
 
@@ -54,14 +60,24 @@ def _dali_installed():
 
 def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
                 crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, max_steps=None,
-                accumulate=1):
-    """Return the Loader for `split` ("train" or "val") of `data_path` read by backend `name`.
+                accumulate=1, order=None, window=None, cache_dir=None, cache_limit=None):
+    """Return the Loader for `split` ("train" or "val") of `data_path` (a path or a URL) read by backend `name`.
 
     `device` defaults to the current CUDA device when there is one, else the CPU. `workers` defaults to the
     cores this process may run on. `max_steps` caps the steps of a pass (``synthetic`` runs exactly that many);
     `num_classes` only matters to ``synthetic`` without a dataset to take the classes from. `accumulate` is the
     micro-batches (of `batch_size` per rank) per optimizer step: a train pass yields whole optimizer steps only
     (pipeline.sampling); validation ignores it.
+
+    The train order: `order` "global" (one permutation of all samples; the default for a local path) or
+    "shard-window" (shards permuted, samples permuted within windows of `window` shards; the default, and the only
+    order, for a URL). `window` defaults to what `cache_limit` holds three times over (the window read, the next,
+    and one a slower rank may still read: limit // (3 x the largest shard)), else to all shards; the loader's
+    `window` says what it took, which a resume must pass again. Validation keeps its stored order.
+
+    A URL's shards are fetched whole into `cache_dir` (default ~/.cache/imagenet-feed/<hash of the URL>), shared
+    by the ranks of a node and holding at most `cache_limit` bytes of shards (required for a URL). A `cache_limit`
+    given with a local path only sets the window, so that it reads the order the URL would.
     """
     row = backend(name)
     if split not in SPLITS:
@@ -70,10 +86,12 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
         raise ValueError(f"pipeline: batch_size must be positive, got {batch_size}")
     if accumulate < 1:
         raise ValueError(f"pipeline: accumulate must be positive, got {accumulate}")
+    order = _check_order(data_path, name, order, window, cache_dir, cache_limit)
     require(name)
     options = _options(split=split, batch_size=batch_size, accumulate=accumulate, device=device, dtype=dtype,
                        channels_last=channels_last, crop_size=crop_size, val_size=val_size, workers=workers, seed=seed,
-                       strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali")
+                       strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali",
+                       order=order, window=window, cache_dir=cache_dir and str(cache_dir), cache_limit=cache_limit)
     if row.needs_cuda and options.device.type != "cuda":
         raise ValueError(f"pipeline: backend {name} decodes on the GPU and needs a CUDA device; use dali-cpu")
     return importlib.import_module(row.module).make(data_path, options)
@@ -85,6 +103,30 @@ def batches_ahead(name, *, workers=None, device=None):
                        channels_last=False, crop_size=1, val_size=1, workers=workers, seed=0, strict=False,
                        max_steps=None, num_classes=1, gpu_decode=name == "dali")
     return importlib.import_module(backend(name).module).batches_ahead(options)
+
+
+def _check_order(data_path, name, order, window, cache_dir, cache_limit):
+    """The order `order` asks for (None: shard-window for a URL, else global); ValueError naming the keyword that
+    cannot be."""
+    remote = data_path is not None and store.is_url(data_path)
+    if order is not None and order not in ORDERS:
+        raise ValueError(f"pipeline: order must be one of {', '.join(ORDERS)}, got {order!r}")
+    for keyword, value, unit in (("window", window, "shards"), ("cache_limit", cache_limit, "bytes")):
+        if value is not None and not (isinstance(value, numbers.Integral) and value >= 1):
+            raise ValueError(f"pipeline: {keyword} must be a positive number of {unit}, got {value!r}")
+    order = order or ("shard-window" if remote else "global")
+    if window is not None and order != "shard-window":
+        raise ValueError(f"pipeline: window applies to order='shard-window', not {order!r}")
+    if cache_dir is not None and not remote:
+        raise ValueError(f"pipeline: cache_dir applies to a URL; {data_path} is read where it is")
+    if remote and name != "synthetic":  # synthetic reads no more than the manifest's sizes
+        if order != "shard-window":
+            raise ValueError(f"pipeline: order={order!r} needs every shard at hand; a URL is read window by window "
+                             "through a bounded cache: order='shard-window'")
+        if cache_limit is None:
+            raise ValueError(f"pipeline: cache_limit is required for {data_path}: the bytes of shards its "
+                             "node-local cache may hold")
+    return order
 
 
 def _options(**given):

@@ -35,10 +35,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from common.errors import CorruptSample, DataError
-from pipeline import crops, dataset, sampling
+from pipeline import crops, sampling
 from pipeline.decode import CorruptImage, crop_resize
 from pipeline.normalize import ImageNormalizer, normalize
-from pipeline.readers import CorruptLabel, open_reader
+from pipeline.readers import CorruptLabel
+from pipeline.source import open_source
 
 # Workers start in milliseconds and share the sample table copy-on-write, even in a process that was itself
 # spawned (whose default start method is then spawn). Workers never touch CUDA, and the ring is page-locked
@@ -57,9 +58,7 @@ AUGMENT_STREAM = 1
 
 
 def make(data_path, options):
-    data = dataset.open_dataset(data_path)
-    split = data.split(options.split)
-    return CpuLoader(open_reader(split), options, num_classes=len(data.classes))
+    return CpuLoader(open_source(data_path, options))
 
 
 def batches_ahead(options):
@@ -68,11 +67,15 @@ def batches_ahead(options):
 
 
 class CpuLoader:
-    def __init__(self, reader, options, *, num_classes):
-        self.num_classes = num_classes
+    def __init__(self, source):
+        options, reader = source.options, source.reader
+        self.num_classes = source.num_classes
         self.samples = len(reader)  # in the split, over all ranks
         self.ahead = batches_ahead(options)
         self.skipped = 0
+        self.window = source.window
+        self.cache = source.cache
+        self._source = source
         self._options = options
         self._on_gpu = options.device.type == "cuda"
         self._ring = _ring(options.workers * PREFETCH + HELD, sampling.largest_batch(len(reader), options), options,
@@ -97,20 +100,26 @@ class CpuLoader:
         return _gpu_prefetch(batches, self._options) if self._on_gpu else batches
 
     def _batches(self):
-        forks = self._loader._iterator is None  # persistent workers: forked on the first pass, or after an error
-        results = _forking_safely(self._loader) if forks else iter(self._loader)
-        if self._on_gpu and self._unpin is None:
-            self._unpin = _pin(self._ring)
+        # The pass's batches come to the sampler through `source`, which hands out each only once its shards are at
+        # hand (a URL's); its workers may still finish the tasks of a pass left early, whose results torch drops.
+        this_pass = self._tasks.batches = self._source.start_pass(self._tasks.epoch, self._tasks.start)
         try:
-            for result in results:
+            forks = self._loader._iterator is None  # persistent workers: forked on the first pass, or after an error
+            results = _forking_safely(self._loader) if forks else iter(self._loader)
+            if self._on_gpu and self._unpin is None:
+                self._unpin = _pin(self._ring)
+            for step, result in enumerate(results):
                 if isinstance(result, DataError):
                     raise result
+                this_pass.consumed(step)
                 yield self._receive(*result)
         except Exception:
             # Left to the garbage collector after an error, torch's worker shutdown waits out its timeouts (10 s);
             # and the next pass forks new workers, from an unlocked ring.
             self.close()
             raise
+        finally:
+            this_pass.close()
 
     def close(self):
         """Stop the workers now (the next pass starts new ones), through torch's shutdown: a sentinel they exit on."""
@@ -120,6 +129,7 @@ class CpuLoader:
         if self._unpin:
             self._unpin()
             self._unpin = None
+        self._source.close_pass()
 
     def _receive(self, slot, kept, labels, skipped):
         for reason in skipped:
@@ -129,14 +139,15 @@ class CpuLoader:
 
 
 class _Tasks(torch.utils.data.Sampler):
-    """This rank's batches of the next pass (epoch, from start), each with a seed for its crops and flips and a ring
-    slot."""
+    """This rank's batches of the next pass (epoch, from start; the source's pass, set before each), each with a
+    seed for its crops and flips and a ring slot."""
 
     def __init__(self, samples, options, *, slots):
         self.samples = samples
         self.options = options
         self.epoch = 0
         self.start = 0
+        self.batches = ()
         self._slots = itertools.cycle(range(slots))
 
     def __len__(self):
@@ -144,12 +155,11 @@ class _Tasks(torch.utils.data.Sampler):
 
     def __iter__(self):
         o = self.options
-        batches = sampling.pass_batches(self.samples, o, self.epoch, self.start)
         first = sampling.first_micro_batch(self.start, o)
         # A batch's seed is its micro-batch's number in the epoch (over all ranks), not its place in this pass: a
         # pass resumed at a micro-batch boundary on the same world size and per-rank batch gives the same ranks the
         # same samples under the same numbers, so its batches are bit-identical to the unbroken pass's.
-        for number, batch in enumerate(batches, first):
+        for number, batch in enumerate(self.batches, first):
             yield batch, (o.seed, self.epoch, number, o.rank, AUGMENT_STREAM), next(self._slots)
 
 

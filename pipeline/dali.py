@@ -4,12 +4,13 @@ Train: ROI decode of a random crop (crops.SCALE, crops.RATIO), resize to crop_si
 Val: decode, resize the shorter side to val_size, centre crop. Without a GPU everything runs on the CPU
 (device_id=None); with one, `dali-cpu` decodes and resizes on CPU threads and normalises on the GPU.
 
-Order: the samples come from the same sampler and readers as the `cpu` backend (sampling.pass_batches,
-readers.open_reader), handed to DALI batch by batch through an external source, so every backend reads the
-same sequence for a (seed, epoch, start): equal steps per rank, every sample at most once, validation exactly
-once (its last batch may be short). A pass resumed at `start` plans its batches from there, so DALI is never
-handed a sample before it. DALI decodes, crops and resizes; it no longer chooses what to read. Its crops and
-flips come from its own RNG, so a resumed pass reads the same samples as the unbroken one but not the same crops.
+Order: the samples come from the same sampler and readers as the `cpu` backend (pipeline.source: sampling's
+batches, each once its shards are local, and readers.open_reader), handed to DALI batch by batch through an
+external source, so every backend reads the same sequence for a (seed, epoch, start): equal steps per rank, every
+sample at most once, validation exactly once (its last batch may be short). A pass resumed at `start` plans its
+batches from there, so DALI is never handed a sample before it. DALI decodes, crops and resizes; it no longer
+chooses what to read. Its crops and flips come from its own RNG, so a resumed pass reads the same samples as the
+unbroken one but not the same crops.
 
 One pipeline for the loader's life: building one sets up the decoder's per-thread device and pinned buffers,
 which is worth doing once, not every pass. A pass that ends early (a step cap, a stop, an error elsewhere)
@@ -26,19 +27,20 @@ import numpy as np
 import torch
 
 from common.errors import DecodeError
-from pipeline import crops, dataset, sampling
+from pipeline import crops, sampling
 from pipeline.decode import CorruptImage, check_decodes
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.readers import CorruptLabel, open_reader
+from pipeline.readers import CorruptLabel
+from pipeline.source import Pass, open_source
 
 # DeepLearningExamples' share of images for the A100/H100 hardware decoder.
 MIXED_DECODER = dict(device="mixed", hw_decoder_load=0.65)
 PREFETCH = 2  # DALI's prefetch_queue_depth: batches in flight besides the one being consumed
+GIVEN = PREFETCH + 2  # batches whose samples the source remembers, to find one DALI could not decode
 
 
 def make(data_path, options):
-    data = dataset.open_dataset(data_path)
-    return DaliLoader(open_reader(data.split(options.split)), options, num_classes=len(data.classes))
+    return DaliLoader(open_source(data_path, options, held=GIVEN))
 
 
 def batches_ahead(options):
@@ -46,15 +48,19 @@ def batches_ahead(options):
 
 
 class DaliLoader:
-    def __init__(self, reader, options, *, num_classes):
-        self.num_classes = num_classes
-        self.samples = len(reader)  # in the split, over all ranks
+    def __init__(self, source):
+        options = source.options
+        self.num_classes = source.num_classes
+        self.samples = len(source.reader)  # in the split, over all ranks
         self.ahead = batches_ahead(options)
         self.skipped = 0
+        self.window = source.window
+        self.cache = source.cache
+        self._data = source
         self._options = options
         self._epoch = 0
         self._start = 0
-        self._source = _Source(reader)
+        self._source = _Source(source.reader)
         self._iterator = None
 
     def __len__(self):
@@ -65,7 +71,7 @@ class DaliLoader:
         self._epoch, self._start = epoch, start
 
     def __iter__(self):
-        iterator = self._start_pass()
+        iterator, this_pass = self._start_pass()
         try:
             for _ in range(len(self)):
                 with self._source.decode_errors():
@@ -74,24 +80,27 @@ class DaliLoader:
         except Exception:
             self._iterator = None  # DALI's state after a failure is unknown: the next pass builds afresh
             raise
+        finally:
+            this_pass.close()
 
     def _start_pass(self):
-        """The DALI iterator, drained of the previous pass and reset to this pass's batches."""
+        """(The DALI iterator, drained of the previous pass and reset to this pass's batches; the pass.)"""
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
         if self._iterator is not None:
-            self._source.plan([])
+            self._source.plan(Pass([]))
             with contextlib.suppress(StopIteration):
                 while True:
                     next(self._iterator)
-        self._source.plan(sampling.pass_batches(self.samples, self._options, self._epoch, self._start))
+        this_pass = self._data.start_pass(self._epoch, self._start)
+        self._source.plan(this_pass)
         if self._iterator is None:
             pipe = _pipeline(self._source, self._options)
             # size -1: the epoch ends where the source raises StopIteration; batches may be short (val)
             self._iterator = DALIGenericIterator([pipe], ["images", "labels"], prepare_first_batch=False)
         else:
             self._iterator.reset()
-        return self._iterator
+        return self._iterator, this_pass
 
     def _images(self, images):
         o = self._options
@@ -107,11 +116,15 @@ class _Source:
 
     def __init__(self, reader):
         self.reader = reader
+        self._pass = Pass([])
         self._batches = iter(())
-        self._given = collections.deque(maxlen=PREFETCH + 2)  # sample numbers of the batches DALI holds
+        self._read = 0
+        self._given = collections.deque(maxlen=GIVEN)  # sample numbers of the batches DALI holds
 
-    def plan(self, batches):
-        self._batches = iter(batches)
+    def plan(self, this_pass):
+        self._pass = this_pass
+        self._batches = iter(this_pass)
+        self._read = 0
         self._given.clear()
 
     def __call__(self):
@@ -121,6 +134,9 @@ class _Source:
         for k, i in enumerate(indices):
             data, labels[k] = self.reader.read(i)
             jpegs.append(np.frombuffer(data, np.uint8))
+        # The batches DALI holds are read again to find one it cannot decode: their shards stay until they leave.
+        self._pass.consumed(self._read - self._given.maxlen)
+        self._read += 1
         return jpegs, labels
 
     @contextlib.contextmanager

@@ -7,14 +7,21 @@ from the sample itself, exactly as DALI's webdataset reader pairs them.
 Opening a split checks each shard against its manifest entry and its index against the tar (size, sample count,
 the member names at the first and last offsets): a shard cut short or an index of another tar is a DamagedShard
 before any training, not hundreds of "corrupt" samples during it. The sha256 is prep.verify's to check.
+
+A data path may also be a URL of a prep output (common.store): its manifest is read from there, its indexes through
+`index_copy` (the node-local cache keeps copies), and its tars are fetched whole into that cache, where each is
+checked on arrival (sha256 by the cache, the index's member names here: check_copy).
 """
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from common import store
 from common.errors import BadManifest, DamagedShard, MissingData
 from common.layout import LISTS, MANIFEST, has_manifest, read_index, read_list, read_manifest
 
@@ -23,25 +30,38 @@ TAR_BLOCK = 512  # a tar member's data follows its 512-byte header, which starts
 
 @dataclass(frozen=True)
 class Shard:
-    tar: Path
-    index: Path
+    tar: Path | str    # a path, or a URL
+    index: Path | str
     samples: int
     bytes: int
+    sha256: str | None = None
+
+    @property
+    def remote(self):
+        return store.is_url(self.tar)
 
 
 @dataclass(frozen=True)
 class ShardSplit:
-    """A split's shards, in manifest order."""
+    """A split's shards, in manifest order; a URL's come with `index_copy`, shard -> a local copy of its index."""
     shards: list
     samples: int
+    index_copy: Callable | None = None
 
     @cached_property
     def table(self):
-        table = SampleTable.from_shards(self.shards)
+        table = SampleTable.from_shards(self.shards, self.local_index)
         if len(table) != self.samples:
-            raise BadManifest(f"the manifest counts {self.samples} samples in {self.shards[0].tar.parent} "
+            raise BadManifest(f"the manifest counts {self.samples} samples in {_folder_of(self.shards[0].tar)} "
                               f"but its shards hold {len(table)}")
         return table
+
+    def local_index(self, shard):
+        if not shard.remote:
+            return shard.index
+        if self.index_copy is None:
+            raise ValueError(f"pipeline: {shard.tar} is read through a node-local cache (pipeline.source)")
+        return self.index_copy(shard)
 
 
 @dataclass(frozen=True)
@@ -69,8 +89,8 @@ class SampleTable:
     cls_size: np.ndarray
 
     @classmethod
-    def from_shards(cls, shards):
-        indexes = [read_index(shard.index) for shard in shards]
+    def from_shards(cls, shards, local_index):
+        indexes = [read_index(local_index(shard)) for shard in shards]
         for shard, index in zip(shards, indexes):
             _check_shard(shard, index)
         tar_id = np.concatenate([np.full(len(index.jpg_offset), i, np.int32) for i, index in enumerate(indexes)])
@@ -88,7 +108,7 @@ class SampleTable:
 
 @dataclass(frozen=True)
 class Dataset:
-    root: Path
+    root: Path | str
     classes: list
     splits: dict
 
@@ -98,35 +118,54 @@ class Dataset:
         return self.splits[name]
 
 
-def open_dataset(data_path):
-    """The shards of a prep output dir (manifest.json), else its folder layout (train_list.txt/val_list.txt)."""
+def open_dataset(data_path, index_copy=None):
+    """The shards of a prep output dir (manifest.json), else its folder layout (train_list.txt/val_list.txt); or
+    the shards of a prep output at a URL, whose indexes `index_copy` (shard -> local path) brings here."""
+    if store.is_url(data_path):
+        return _from_url(str(data_path).rstrip("/"), index_copy)
     root = Path(data_path)
     if not root.is_dir():
         raise MissingData(f"data path {root} is not a directory")
     if has_manifest(root):
-        return _from_manifest(root)
+        return _from_manifest(root, read_manifest(root), lambda name: root / name)
     if any((root / name).is_file() for name in LISTS.values()):
         return _from_folders(root)
     raise MissingData(f"{root} has neither {MANIFEST} nor {' / '.join(LISTS.values())}")
 
 
-def _from_manifest(root):
+def _from_url(url, index_copy):
     try:
-        manifest = read_manifest(root)
+        text = store.read_text(store.join(url, MANIFEST))
+    except FileNotFoundError:
+        raise MissingData(f"{url} has no {MANIFEST}: a URL is read as a prep output (python -m prep.imagenet "
+                          "--out URL)") from None
+    try:
+        manifest = json.loads(text)
+    except ValueError as error:
+        raise BadManifest(f"{store.join(url, MANIFEST)} is not a prep manifest ({error!r})") from None
+    data = _from_manifest(url, manifest, lambda name: store.join(url, name), index_copy)
+    if not data.splits:
+        raise MissingData(f"{url} holds no shards; a URL is read as shards (prep --layout shards or both)")
+    return data
+
+
+def _from_manifest(root, manifest, locate, index_copy=None):
+    try:
         classes = manifest["classes"]
-        splits = {name: _shard_split(root, split) for name, split in manifest["splits"].items() if split["shards"]}
-    except (ValueError, KeyError, TypeError) as error:
-        raise BadManifest(f"{root / MANIFEST} is not a prep manifest ({error!r})") from None
-    if not splits:
+        splits = {name: _shard_split(split, locate, index_copy) for name, split in manifest["splits"].items()
+                  if split["shards"]}
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadManifest(f"{locate(MANIFEST)} is not a prep manifest ({error!r})") from None
+    if not splits and not store.is_url(root):
         folders = _from_folders(root)
         return Dataset(root, classes, folders.splits)
     return Dataset(root, classes, splits)
 
 
-def _shard_split(root, split):
-    shards = [Shard(root / entry["name"], root / entry["index"], int(entry["samples"]), int(entry["bytes"]))
-              for entry in split["shards"]]
-    return ShardSplit(shards, int(split["samples"]))
+def _shard_split(split, locate, index_copy):
+    shards = [Shard(locate(entry["name"]), locate(entry["index"]), int(entry["samples"]), int(entry["bytes"]),
+                    entry.get("sha256")) for entry in split["shards"]]
+    return ShardSplit(shards, int(split["samples"]), index_copy)
 
 
 def _from_folders(root):
@@ -143,25 +182,49 @@ def _folder_split(root, name):
 
 
 def _check_shard(shard, index):
-    """The tar is as the manifest says, and the index describes this tar."""
-    verify = f"check the data with python -m prep.verify {shard.tar.parent}"
-    try:
-        size = shard.tar.stat().st_size
-    except FileNotFoundError:
-        raise DamagedShard(f"{shard.tar} is listed in the manifest but missing; {verify}") from None
-    if size != shard.bytes:
-        raise DamagedShard(f"{shard.tar} is {size:,} bytes, the manifest says {shard.bytes:,}: the shard "
-                           f"is damaged or was changed after prep; {verify}")
+    """The tar is as the manifest says, and the index describes this tar (a URL's tar: as far as its manifest entry
+    tells, the rest when its copy arrives: check_copy)."""
+    if not shard.remote:
+        try:
+            size = shard.tar.stat().st_size
+        except FileNotFoundError:
+            raise DamagedShard(f"{shard.tar} is listed in the manifest but missing; {_verify(shard)}") from None
+        if size != shard.bytes:
+            raise DamagedShard(f"{shard.tar} is {size:,} bytes, the manifest says {shard.bytes:,}: the shard "
+                               f"is damaged or was changed after prep; {_verify(shard)}")
     if len(index.jpg_offset) != shard.samples:
         raise DamagedShard(f"{shard.index} lists {len(index.jpg_offset)} samples, the manifest "
-                           f"{shard.samples}: the index is not this shard's; {verify}")
+                           f"{shard.samples}: the index is not this shard's; {_verify(shard)}")
+    if not shard.remote:
+        _check_members(shard, index, shard.tar)
+
+
+def check_copy(shard, index_path, tar_path):
+    """The local copy `tar_path` of a URL's shard is the tar its index describes."""
+    _check_members(shard, read_index(index_path), tar_path)
+
+
+def _check_members(shard, index, tar_path):
     if not shard.samples:
         return
     end = max((index.jpg_offset + index.jpg_size).max(), (index.cls_offset + index.cls_size).max())
-    names = [_member_name(shard.tar, int(index.jpg_offset[k])) for k in (0, -1)]
-    if end > size or any(not name or not wanted.startswith(name) for name, wanted in zip(names, index.end_names)):
-        raise DamagedShard(f"{shard.index} does not describe {shard.tar.name} (its offsets point past its "
-                           f"end or at other members); {verify}")
+    names = [_member_name(tar_path, int(index.jpg_offset[k])) for k in (0, -1)]
+    if end > shard.bytes or any(not name or not wanted.startswith(name)
+                                for name, wanted in zip(names, index.end_names)):
+        raise DamagedShard(f"{shard.index} does not describe {_name_of(shard.tar)} (its offsets point past its "
+                           f"end or at other members); {_verify(shard)}")
+
+
+def _verify(shard):
+    return f"check the data with python -m prep.verify {_folder_of(shard.tar)}"
+
+
+def _folder_of(tar):
+    return str(tar).rsplit("/", 1)[0] if store.is_url(tar) else tar.parent
+
+
+def _name_of(tar):
+    return str(tar).rsplit("/", 1)[1] if store.is_url(tar) else tar.name
 
 
 def _member_name(tar, data_offset):

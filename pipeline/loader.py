@@ -25,11 +25,16 @@ class Loader(Protocol):
 
     `len(loader)` describes the next pass, so it changes with set_epoch's `start` (and is the full pass before
     any set_epoch).
+
+    The permutation is global, or shard-window (pipeline.sampling) with `window` shards per window: what a URL's
+    data is read in, through its node-local `cache` (pipeline.cache.ShardCache: its `stats`, `limit`, directory).
     """
     num_classes: int  # of the dataset
     samples: int      # in the split, over all ranks
     skipped: int      # corrupt samples skipped so far (0 where the backend cannot skip: it raises instead)
     ahead: int        # batches it may have prepared before the first is asked for (queues, prefetch)
+    window: int | None  # shards per window of a shard-window train order (a resume passes it again); else None
+    cache: object       # the ShardCache a URL's shards are read through; None for a local path
 
     def __len__(self) -> int: ...                          # this rank's batches in the next pass
     # The next pass: `epoch`'s order from `start`, the samples of that epoch already consumed over all ranks

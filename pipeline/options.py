@@ -1,8 +1,13 @@
-"""What every backend needs to know besides the data: batch geometry, device, dtype, rank and worker count."""
+"""What every backend needs to know besides the data: batch geometry, device, dtype, rank and worker count, the
+order, and for a URL its node-local cache."""
 import os
 from dataclasses import dataclass
 
 import torch
+
+from pipeline.sampling import ShardWindows
+
+ORDERS = ("global", "shard-window")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,6 +31,12 @@ class LoaderOptions:
     gpu_decode: bool   # the dali backend: DALI's "mixed" decoder
     rank: int
     world: int
+    node_ranks: tuple  # the ranks on this node, which share its cache
+    order: str = "global"          # as asked: global or shard-window
+    window: int | None = None      # as asked: shards per window (None: from cache_limit, else all shards)
+    cache_dir: str | None = None   # a URL's node-local cache (None: default_cache_dir)
+    cache_limit: int | None = None  # bytes of shards that cache may hold
+    windows: ShardWindows | None = None  # the order resolved against the data (pipeline.source); None: global
 
     @property
     def train(self):
@@ -35,7 +46,7 @@ class LoaderOptions:
     def build(cls, *, device, workers, **given):
         rank, world = distributed_rank_world()
         return cls(device=resolve_device(device), workers=workers or default_workers(), rank=rank, world=world,
-                   **given)
+                   node_ranks=node_ranks(rank, world), **given)
 
 
 def resolve_device(device):
@@ -51,6 +62,15 @@ def distributed_rank_world():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def node_ranks(rank, world):
+    """The ranks on this node: torchrun numbers a node's LOCAL_WORLD_SIZE ranks consecutively; without it, every
+    rank is taken to share the node (a superset: the cache then fetches shards other nodes' ranks read too)."""
+    local_world = os.environ.get("LOCAL_WORLD_SIZE")
+    first = rank - int(os.environ.get("LOCAL_RANK", "0"))
+    node = range(max(0, first), min(world, first + int(local_world or world)))
+    return tuple(node) if local_world and rank in node else tuple(range(world))
 
 
 def default_workers():

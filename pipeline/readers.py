@@ -1,6 +1,9 @@
 """Fetch one sample's bytes and label by sample number: from shards by pread at indexed offsets, or from files.
 
-Each worker process opens files lazily, so descriptors are never shared across a fork.
+Each worker process opens files lazily, so descriptors are never shared across a fork. A URL's shards are read from
+their copies in the node-local cache (pipeline.cache), which the process planning the pass has made present before
+it hands out a batch (pipeline.source): a copy is opened for each read, because the cache evicts copies behind the
+epoch, and a descriptor kept open would keep an evicted copy's bytes on the disk.
 """
 import os
 from pathlib import Path
@@ -15,16 +18,18 @@ class CorruptLabel(ValueError):
     """A sample's .cls member that is no decimal class index: a bad sample, skipped like an undecodable image."""
 
 
-def open_reader(split):
-    """The reader of a dataset.ShardSplit or dataset.FolderSplit."""
-    return ShardReader(split) if isinstance(split, ShardSplit) else FolderReader(split)
+def open_reader(split, copies=None):
+    """The reader of a dataset.ShardSplit or dataset.FolderSplit; `copies`: a URL split's tar copies, per shard."""
+    return ShardReader(split, copies) if isinstance(split, ShardSplit) else FolderReader(split)
 
 
 class ShardReader:
-    def __init__(self, split):
+    def __init__(self, split, copies=None):
         self.table = split.table
-        self.indexes = [str(shard.index) for shard in split.shards]
+        self.indexes = [str(split.local_index(shard)) for shard in split.shards]
         self._first = np.concatenate([[0], np.cumsum(np.bincount(self.table.tar_id, minlength=len(self.indexes)))])
+        self._tars = [str(copy) for copy in copies] if copies else self.table.tars
+        self._cached = copies is not None
         self._fds = {}
 
     def __len__(self):
@@ -33,7 +38,7 @@ class ShardReader:
     def read(self, i):
         """(JPEG bytes, label) of sample i; the .jpg and .cls members are read with one pread."""
         t = self.table
-        span = os.pread(self._fd(t.tar_id[i]), int(t.length[i]), int(t.start[i]))
+        span = self._pread(int(t.tar_id[i]), int(t.length[i]), int(t.start[i]))
         if len(span) != t.length[i]:  # the size was checked when the split opened: it changed since
             raise DamagedShard(f"{t.tars[t.tar_id[i]]} ends {t.length[i] - len(span)} bytes before sample "
                                f"{self.describe(i)}; check the data with python -m prep.verify")
@@ -47,11 +52,24 @@ class ShardReader:
         tar_id = int(self.table.tar_id[i])
         line = Path(self.indexes[tar_id]).read_text().splitlines()[1 + i - self._first[tar_id]].split()
         member = next(line[k + 3] for k in range(0, len(line), 4) if line[k] == "jpg")
-        return f"{Path(self.table.tars[tar_id]).name}:{member}"
+        return f"{str(self.table.tars[tar_id]).rsplit('/', 1)[-1]}:{member}"
+
+    def _pread(self, tar_id, length, offset):
+        if not self._cached:
+            return os.pread(self._fd(tar_id), length, offset)
+        try:
+            fd = os.open(self._tars[tar_id], os.O_RDONLY)
+        except FileNotFoundError:
+            raise DamagedShard(f"{self.table.tars[tar_id]}: its copy {self._tars[tar_id]} left the cache while a "
+                               "batch was still reading it") from None
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
 
     def _fd(self, tar_id):
         if tar_id not in self._fds:
-            self._fds[tar_id] = os.open(self.table.tars[tar_id], os.O_RDONLY)
+            self._fds[tar_id] = os.open(self._tars[tar_id], os.O_RDONLY)
         return self._fds[tar_id]
 
 

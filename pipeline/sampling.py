@@ -8,14 +8,39 @@ r. Every rank runs floor((N - start) / G) * accumulate batches and the remainder
 So a pass resumed from a checkpoint's sample count, on another world size or per-rank batch, continues the same
 sequence: across the interruption every sample is used once, apart from the dropped remainder.
 
+The permutation is global (any sample may follow any other) or, for data read through a bounded cache, shard-window
+(ShardWindows): the shards permuted, the permuted list cut into windows of W shards, the samples permuted within
+each window, the windows concatenated. Either is a function of (seed, epoch) and the data alone, and either is
+consumed as above, so the contract holds for both; a window only bounds how many shards one stretch of the epoch
+reads.
+
 Val: the split in stored order, rank r reading [r*N//world, (r+1)*N//world) (DALI's shard_id/num_shards rule); a
 rank's last batch may be short, nothing is padded; `start` and `accumulate` do not apply.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 
-def epoch_order(samples, *, seed, epoch):
-    return np.random.default_rng([seed, epoch]).permutation(samples)
+@dataclass(frozen=True)
+class ShardWindows:
+    """The shard-window order of a split: its samples per shard, in stored order (sample numbers run through the
+    shards in turn), and the shards per window."""
+    shard_samples: tuple
+    window: int
+
+    def permutation(self, rng):
+        first = np.concatenate([[0], np.cumsum(self.shard_samples, dtype=np.int64)])
+        shards = rng.permutation(len(self.shard_samples))
+        windows = [np.concatenate([np.arange(first[s], first[s + 1]) for s in shards[at:at + self.window]])
+                   for at in range(0, len(shards), self.window)]
+        return np.concatenate([rng.permutation(members) for members in windows])
+
+
+def epoch_order(samples, *, seed, epoch, windows=None):
+    """The permutation of `epoch`: global, or shard-window when `windows` (a ShardWindows) is given."""
+    rng = np.random.default_rng([seed, epoch])
+    return rng.permutation(samples) if windows is None else windows.permutation(rng)
 
 
 def rank_share(samples, *, rank, world):
@@ -27,12 +52,18 @@ def train_steps(samples, batch_size, world, *, accumulate=1, start=0):
     return (samples - start) // (batch_size * world * accumulate) * accumulate
 
 
-def train_batches(samples, batch_size, *, rank, world, seed, epoch, accumulate=1, start=0):
+def train_batches(samples, batch_size, *, rank, world, seed, epoch, accumulate=1, start=0, windows=None):
     """[steps, batch_size] sample numbers for this rank in the train pass of `epoch` from `start`."""
+    return micro_batches(samples, batch_size, world=world, seed=seed, epoch=epoch, accumulate=accumulate,
+                         start=start, windows=windows)[:, rank]
+
+
+def micro_batches(samples, batch_size, *, world, seed, epoch, accumulate=1, start=0, windows=None):
+    """[steps, world, batch_size]: every rank's sample numbers in the train pass of `epoch` from `start`."""
     steps = train_steps(samples, batch_size, world, accumulate=accumulate, start=start)
-    order = epoch_order(samples, seed=seed, epoch=epoch)
+    order = epoch_order(samples, seed=seed, epoch=epoch, windows=windows)
     consumed = order[start:start + steps * batch_size * world]
-    return consumed.reshape(steps, world, batch_size)[:, rank]
+    return consumed.reshape(steps, world, batch_size)
 
 
 def val_batches(samples, batch_size, *, rank, world):
@@ -57,13 +88,17 @@ def check_start(samples, options, start):
 def pass_batches(samples, options, epoch, start=0):
     """This rank's batches (arrays of sample numbers) of the pass of `epoch` from `start`, at most
     `options.max_steps` of them."""
+    return ranks_batches(samples, options, epoch, start, ranks=(options.rank,))[0]
+
+
+def ranks_batches(samples, options, epoch, start=0, *, ranks):
+    """pass_batches of each of `ranks` (the order drawn once)."""
     o = options
     if o.train:
-        batches = train_batches(samples, o.batch_size, rank=o.rank, world=o.world, seed=o.seed, epoch=epoch,
-                                accumulate=o.accumulate, start=start)
-    else:
-        batches = val_batches(samples, o.batch_size, rank=o.rank, world=o.world)
-    return batches[:o.max_steps]
+        every_rank = micro_batches(samples, o.batch_size, world=o.world, seed=o.seed, epoch=epoch,
+                                   accumulate=o.accumulate, start=start, windows=o.windows)[:o.max_steps]
+        return [every_rank[:, rank] for rank in ranks]
+    return [val_batches(samples, o.batch_size, rank=rank, world=o.world)[:o.max_steps] for rank in ranks]
 
 
 def pass_steps(samples, options, start=0):

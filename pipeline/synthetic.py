@@ -1,6 +1,7 @@
 """Device-resident random batches, made once: the loader-free ceiling of the training step."""
 import torch
 
+from common import store
 from common.layout import has_manifest
 from pipeline import dataset, sampling
 from pipeline.normalize import normalize
@@ -9,9 +10,9 @@ IMAGENET_SAMPLES = {"train": 1281167, "val": 50000}
 
 
 def make(data_path, options):
-    """The split's size and classes from the manifest when `data_path` has one, else ImageNet's."""
+    """The split's size and classes from the manifest when `data_path` has one (a URL must), else ImageNet's."""
     samples, num_classes = IMAGENET_SAMPLES[options.split], options.num_classes
-    if data_path is not None and has_manifest(data_path):
+    if data_path is not None and (store.is_url(data_path) or has_manifest(data_path)):
         info = dataset.open_dataset(data_path)
         samples, num_classes = info.split(options.split).samples, len(info.classes)
     return SyntheticLoader(samples, num_classes, options)
@@ -31,6 +32,8 @@ class SyntheticLoader:
         self.samples = samples  # in the split, over all ranks
         self.skipped = 0
         self.ahead = batches_ahead(options)
+        self.window = None  # it reads nothing, so it has no order
+        self.cache = None
         self._options = options
         self._sizes = _batch_sizes(samples, options, start=0)  # a whole pass: no later one has larger batches
         generator = torch.Generator().manual_seed(options.seed)

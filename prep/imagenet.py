@@ -1,15 +1,19 @@
 """ILSVRC2012 (archives, an extracted tree or the Kaggle layout) to shuffled WebDataset shards with DALI indexes.
 
     python -m prep.imagenet --src ILSVRC2012/ --out shards/
+    python -m prep.imagenet --src ILSVRC2012/ --out s3://bucket/imagenet/ [--stage DIR]
 
-Killed at any moment, the same command continues where it stopped and ends with the same bytes.
+Killed at any moment, the same command continues where it stopped and ends with the same bytes. An --out URL
+gets its shards written to a local stage first, then uploaded with the manifest last.
 """
 import importlib.util
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -17,10 +21,12 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
+from common import store
 from common.atomic import write_atomically
 from common.cli import Parser, integer, output_problem
+from common.errors import DataError
 from common.layout import MANIFEST, SPLITS, read_manifest
-from prep import folders, manifest, report
+from prep import folders, manifest, remote, report
 from prep.devkit import LabelError
 from prep.progress import progress
 from prep.shards import SCRATCH, Options, finished, plan, write_shard
@@ -30,13 +36,17 @@ from prep.tario import ArchiveError
 LAYOUTS = ("shards", "folders", "both")
 INPUT_ERRORS = (SourceError, LabelError, ArchiveError)
 RUN_FILE = "run.json"  # in <out>/.prep: what the unfinished run was asked, so a resume cannot mix options
+RUN_RECORD = f"{SCRATCH}/{RUN_FILE}"
 
 
 def parse_args(argv):
     parser = Parser("prep", prog="python -m prep.imagenet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, help="directory with the ILSVRC2012 archives, an extracted "
                         "train/ val/ tree, or the Kaggle layout")
-    parser.add_argument("--out", required=True, help="output directory (created; reruns resume in it)")
+    parser.add_argument("--out", required=True, help="output directory (created; reruns resume in it), or a URL: "
+                        "s3://bucket/prefix/, gs://bucket/prefix/")
+    parser.add_argument("--stage", help="with an --out URL: where the output is written before it is uploaded, "
+                        "removed once it is (default: a directory named after the URL in the system temp)")
     parser.add_argument("--shard-size", type=integer(1), default=1000, help="images per shard (default 1000)")
     parser.add_argument("--workers", type=integer(1), default=os.cpu_count(), help="processes (default: all cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train shuffle (default 0)")
@@ -60,11 +70,31 @@ def parse_args(argv):
         parser.error(f"--splits: unknown {','.join(unknown)}; choose from {','.join(SPLITS)}")
     if len(set(args.splits)) < len(args.splits):
         parser.error(f"--splits: {','.join(args.splits)} names a split twice")
-    parser.require(f"--out {args.out}", output_problem(args.out))
+    if "://" in args.out:
+        check_url_out(parser, args)
+    elif args.stage is not None:
+        parser.error(f"--stage: only for an --out URL; --out {args.out} is written in place")
+    else:
+        parser.require(f"--out {args.out}", output_problem(args.out))
     if args.layout != "folders" and importlib.util.find_spec("wds2idx") is None:
         parser.error("the .idx files are written by DALI's wds2idx module: "
                      "pip install 'imagenet-feed[dali]' (or use --layout folders)")
     return args
+
+
+def check_url_out(parser, args):
+    """An --out URL must be one prep can write to and reach; its stage, a directory prep can write in."""
+    if not args.out.startswith(remote.WRITABLE):
+        parser.error(f"--out {args.out}: prep writes to a directory or a {', '.join(remote.WRITABLE)} URL")
+    parser.require(f"--out {args.out}", remote.client_problem(args.out))
+    remote.quiet_clients()
+    args.stage = args.stage or default_stage(args.out)
+    parser.require(f"--stage {args.stage}", output_problem(args.stage))
+
+
+def default_stage(url):
+    """The same for the same URL, so that a rerun finds what the stopped run staged."""
+    return str(Path(tempfile.gettempdir(), "prep-stage", re.sub(r"[^A-Za-z0-9._-]+", "-", url.rstrip("/"))))
 
 
 def run_options(args):
@@ -83,6 +113,8 @@ def main(argv=None):
         message, code = refused, refused.code
     except INPUT_ERRORS as error:
         message, code = error, 2
+    except DataError as error:  # an --out URL: no such bucket (2), or a store that kept failing (1)
+        message, code = error, error.exit_status
     except OSError as error:  # an --out that cannot be written, an input that cannot be read, a full disk
         message, code = f"{error.filename or args.out}: {error.strerror or error}", 1
     print(f"prep: {message}", file=sys.stderr)
@@ -91,10 +123,39 @@ def main(argv=None):
 
 def run(args):
     started = time.perf_counter()
-    out = Path(args.out)
     asked = {"src": str(args.src), "options": run_options(args)}
-    if not check_out(out, asked):
+    if store.is_url(args.out):
+        return run_to_url(args, asked, started)
+    out = Path(args.out)
+    if is_complete(out, asked, "--out"):
+        print(f"prep: {out} is already complete; `python -m prep.verify {out}` re-checks it")
         return 0
+    return prep_into(out, args, asked, started)
+
+
+def run_to_url(args, asked, started):
+    """Prep into the stage (resuming there as in any --out), then upload what the URL lacks, manifest last."""
+    url, stage = args.out, Path(args.stage)
+    if url_is_complete(url, asked):
+        if holds_result_of(stage, asked):  # stopped after the manifest went up, before the stage was removed
+            shutil.rmtree(stage)
+        print(f"prep: {url} is already complete; `python -m prep.verify {url}` re-checks it")
+        return 0
+    if is_complete(stage, asked, "--stage"):
+        print(f"prep: uploading the output staged in {stage}", file=sys.stderr)
+    else:
+        status = prep_into(stage, args, asked, started)
+        if status:
+            return status
+    sent, kept = remote.upload(stage, url, (RUN_RECORD, json.dumps(asked)))
+    shutil.rmtree(stage)
+    print(f"prep: {url} is complete: {sent} files uploaded, manifest last ({kept} were there already); "
+          f"removed the staged copy {stage}")
+    return 0
+
+
+def prep_into(out, args, asked, started):
+    """Write the output into the directory `out`; returns the exit status."""
     source = open_source(args.src, args.splits, out / SCRATCH, args.max_member_bytes)
     record_run(out, asked)  # before anything lands in scratch, so what is there always belongs to `asked`
     classes = source.classes()
@@ -107,14 +168,12 @@ def run(args):
     listings, jobs, records = write_splits(source, classes, args, writer)
     expected = {split: source.expected(split) for split in args.splits}
     by_split = {split: [records[job.name] for job in jobs if job.split == split] for split in args.splits}
-    return finish(args, source.kind, classes, listings, by_split, expected, started)
+    return finish(args, out, source.kind, classes, listings, by_split, expected, started)
 
 
-def finish(args, kind, classes, listings, by_split, expected, started):
-    """Counts checked and the summary printed; if they match, lists and manifest written and scratch removed.
-
-    Returns the exit status."""
-    out = Path(args.out)
+def finish(args, out, kind, classes, listings, by_split, expected, started):
+    """Counts checked and the summary printed; if they match, lists and manifest written into `out` and scratch
+    removed. Returns the exit status."""
     scan_rejects = [r for listing in listings.values() for r in listing.rejected]
     unsafe = [u for listing in listings.values() for u in listing.unsafe]
     result = manifest.build(kind, args.src, run_options(args), classes, by_split, scan_rejects, unsafe)
@@ -122,7 +181,7 @@ def finish(args, kind, classes, listings, by_split, expected, started):
     problems = report.count_problems(expected, result, rejects)
     print(report.summary(expected, result, time.perf_counter() - started, problems))
     if problems:  # no manifest: the output stays unfinished, so a rerun checks and fails again
-        print(f"prep: the counts do not match the labels, so {out} gets no {MANIFEST}; "
+        print(f"prep: the counts do not match the labels, so {args.out} gets no {MANIFEST}; "
               "fix the source and prep it into a new --out", file=sys.stderr)
         return 1
     if args.layout != "shards":
@@ -194,33 +253,71 @@ class Rejects:
                  "to finish", code=1)
 
 
-def check_out(out, asked):
-    """Refuse an --out that holds something else; False when it holds the finished result of this command.
-    (parse_args has made sure it is a directory or can be made one.)"""
-    scratch, done = out / SCRATCH, out / MANIFEST
-    if done.exists():
-        try:
-            previous = read_manifest(out)
-            made_from = {"src": previous["source"]["path"], "options": previous["options"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            fail(f"--out {out} holds a {MANIFEST} prep cannot read; choose another --out")
-        if made_from != asked:
-            fail(f"--out {out} holds shards made from other inputs or options; choose another --out")
+def is_complete(out, asked, flag):
+    """Refuse an output directory (given as `flag`) that holds something else; True when it holds the finished
+    result of this command. (parse_args has made sure it is a directory or can be made one.)"""
+    scratch = out / SCRATCH
+    if (out / MANIFEST).exists():
+        require_same_result(flag, out, lambda: read_manifest(out), asked)
         shutil.rmtree(scratch, ignore_errors=True)  # killed after the manifest was written
-        print(f"prep: {out} is already complete; `python -m prep.verify {out}` re-checks it")
-        return False
+        return True
     if (scratch / RUN_FILE).exists():
-        try:
-            previous = json.loads((scratch / RUN_FILE).read_text())
-        except ValueError:
-            fail(f"--out {out} holds an unfinished run prep cannot read ({SCRATCH}/{RUN_FILE}); choose another --out")
-        if previous != asked:
-            fail(f"--out {out} holds an unfinished run of other inputs or options "
-                 f"({json.dumps(previous, sort_keys=True)}); rerun that, or choose another --out")
+        require_same_run(flag, out, lambda: (scratch / RUN_FILE).read_text(), asked)
         print(f"prep: resuming the unfinished run in {out}", file=sys.stderr)
     elif out.exists() and any(p.name != SCRATCH for p in out.iterdir()):
-        fail(f"--out {out} is not empty and holds no prep run; choose a new or empty directory")
-    return True
+        fail(f"{flag} {out} is not empty and holds no prep run; choose a new or empty directory")
+    return False
+
+
+def url_is_complete(url, asked):
+    """is_complete for an --out URL, whose unfinished run is an upload that stopped: its objects and, in
+    RUN_RECORD, what that run was asked."""
+    there = remote.objects(url)
+    if MANIFEST in there:
+        require_same_result("--out", url, lambda: json.loads(store.read_text(store.join(url, MANIFEST))), asked)
+        if RUN_RECORD in there:  # stopped after the manifest went up
+            remote.remove(store.join(url, RUN_RECORD))
+        return True
+    if RUN_RECORD in there:
+        require_same_run("--out", url, lambda: store.read_text(store.join(url, RUN_RECORD)), asked)
+        print(f"prep: resuming the unfinished upload to {url}", file=sys.stderr)
+    elif there:
+        fail(f"--out {url} is not empty and holds no prep run; choose a new or empty prefix")
+    return False
+
+
+def require_same_result(flag, out, read, asked):
+    """Refuse unless the manifest `read()` returns was made from what this command asks."""
+    try:
+        previous = made_from(read())
+    except (OSError, ValueError, KeyError, TypeError):
+        fail(f"{flag} {out} holds a {MANIFEST} prep cannot read; choose another {flag}")
+    if previous != asked:
+        fail(f"{flag} {out} holds shards made from other inputs or options; choose another {flag}")
+
+
+def require_same_run(flag, out, read, asked):
+    """Refuse unless the unfinished run whose record `read()` returns was asked what this command asks."""
+    try:
+        previous = json.loads(read())
+    except ValueError:
+        fail(f"{flag} {out} holds an unfinished run prep cannot read ({RUN_RECORD}); choose another {flag}")
+    if previous != asked:
+        fail(f"{flag} {out} holds an unfinished run of other inputs or options "
+             f"({json.dumps(previous, sort_keys=True)}); rerun that, or choose another {flag}")
+
+
+def made_from(found):
+    """What a manifest was made from, in the form of `asked`."""
+    return {"src": found["source"]["path"], "options": found["options"]}
+
+
+def holds_result_of(out, asked):
+    """Whether the directory `out` holds the finished result of what this command asks."""
+    try:
+        return made_from(read_manifest(out)) == asked
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def record_run(out, asked):

@@ -1,34 +1,95 @@
-"""Re-check a prep output against its manifest: `python -m prep.verify shards/`.
+"""Re-check a prep output against its manifest: `python -m prep.verify shards/` (or s3://bucket/prefix/).
 
 Each tar is re-hashed and re-read (size, sha256, member pairs, labels in range, per-class sums) and its
 .idx compared with a fresh index from DALI's wds2idx; the folder layout's lists, when present, are checked
-against the same counts. Prints one line per mismatch and exits non-zero if there is any.
+against the same counts. Prints one line per mismatch and exits non-zero if there is any. An output at a URL is
+checked the same way, one shard at a time through a temp file.
 """
 import hashlib
 import importlib.util
+import json
 import sys
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
 
+from common import store
 from common.cli import Parser, input_dir_problem
-from common.layout import LISTS, MANIFEST, parse_list_line, read_manifest
+from common.errors import DataError
+from common.layout import LISTS, MANIFEST, parse_list_line
+from prep import remote
 from prep.progress import progress
 from prep.tario import CHUNK, KEY, unsafe_reason
 
 
+class Folder:
+    """A prep output in a directory on this machine."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def name(self, relative):
+        return self.root / relative
+
+    def has(self, relative):
+        return self.name(relative).is_file()
+
+    def read_text(self, relative):
+        return self.name(relative).read_text()
+
+    @contextmanager
+    def local(self, *relatives):
+        """Paths on this machine of the files `relatives` (that may be missing)."""
+        yield [self.name(relative) for relative in relatives]
+
+
+class Bucket:
+    """A prep output at a URL prep writes to; its listing is read once."""
+
+    def __init__(self, url):
+        self.url = url
+        self.listed = None
+
+    def name(self, relative):
+        return store.join(self.url, relative)
+
+    def has(self, relative):
+        if self.listed is None:
+            self.listed = set(remote.objects(self.url))
+        return relative in self.listed
+
+    def read_text(self, relative):
+        return store.read_text(self.name(relative))
+
+    @contextmanager
+    def local(self, *relatives):
+        """Temp copies of the objects `relatives`, removed after the block (a missing object: a missing file)."""
+        with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
+            paths = [Path(scratch, f"{number}-{Path(relative).name}") for number, relative in enumerate(relatives)]
+            for relative, path in zip(relatives, paths):
+                if self.has(relative):
+                    store.download(self.name(relative), path)
+            yield paths
+
+
+def place(out):
+    """The prep output at `out`, a directory or a URL."""
+    return Bucket(out) if store.is_url(out) else Folder(out)
+
+
 def verify(out):
-    """Problems found in the prep output at `out`, one line each; empty when everything matches."""
-    out = Path(out)
+    """Problems found in the prep output `out` (a Folder or Bucket: see `place`), one line each; empty when
+    everything matches."""
     try:
-        found = read_manifest(out)
+        found = json.loads(out.read_text(MANIFEST))
         classes, splits = found["classes"], found["splits"]
         _require_fields(splits)
         shards = [shard for entry in splits.values() for shard in entry["shards"]]
         total = sum(shard["bytes"] for shard in shards)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        return [f"{out / MANIFEST}: unreadable manifest ({type(error).__name__}: {error})"]
+        return [f"{out.name(MANIFEST)}: unreadable manifest ({type(error).__name__}: {error})"]
     if shards and importlib.util.find_spec("wds2idx") is None:
         return [f"checking the {len(shards)} shards' .idx files needs DALI's wds2idx module: "
                 "pip install 'imagenet-feed[dali]'"]
@@ -63,15 +124,15 @@ def _require_fields(splits):
 def check_shard(out, shard, num_classes, bar):
     """(labels, problems) of one tar and its index. A damaged tar is one line, and None for its labels: they
     cannot be trusted. An index that is missing or differs is one more line."""
-    path, index = out / shard["name"], out / shard["index"]
-    labels, damage = _read_tar(path, shard, num_classes, bar)
-    if damage:
-        return None, [f"{path}: {'; '.join(damage)}"]
-    if not index.is_file():
-        return labels, [f"{index}: missing (the index of {shard['name']})"]
-    if not _index_matches(path, index):
-        return labels, [f"{index}: differs from a fresh wds2idx index of {shard['name']}"]
-    return labels, []
+    with out.local(shard["name"], shard["index"]) as (path, index):
+        labels, damage = _read_tar(path, shard, num_classes, bar)
+        if damage:
+            return None, [f"{out.name(shard['name'])}: {'; '.join(damage)}"]
+        if not index.is_file():
+            return labels, [f"{out.name(shard['index'])}: missing (the index of {shard['name']})"]
+        if not _index_matches(path, index):
+            return labels, [f"{out.name(shard['index'])}: differs from a fresh wds2idx index of {shard['name']}"]
+        return labels, []
 
 
 def _read_tar(path, shard, num_classes, bar):
@@ -139,20 +200,19 @@ def _index_matches(tar, index):
 
 def check_list(out, split, entry, classes):
     """The folder layout's <split>_list.txt, if written: labels and counts as in the manifest, files present."""
-    path = out / LISTS[split]
-    if not path.exists():
+    if not out.has(LISTS[split]):
         return []
-    per_class, problems = [0] * len(classes), []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    path, per_class, problems = out.name(LISTS[split]), [0] * len(classes), []
+    for number, line in enumerate(out.read_text(LISTS[split]).splitlines(), 1):
         name, label = parse_list_line(line) or ("", -1)
         wnid = name.split("/", 1)[0]
         if not 0 <= label < len(classes) or classes[label] != wnid:
             problems.append(f"{path}:{number}: {line!r} does not match the manifest's classes")
-        elif not (out / split / name).is_file():
-            problems.append(f"{path}:{number}: {out / split / name} missing")
+        elif not out.has(f"{split}/{name}"):
+            problems.append(f"{path}:{number}: {out.name(f'{split}/{name}')} missing")
         else:
             per_class[label] += 1
-    return problems + _compare(path.name, per_class, entry, classes)
+    return problems + _compare(LISTS[split], per_class, entry, classes)
 
 
 def _compare(what, per_class, entry, classes):
@@ -165,26 +225,42 @@ def _compare(what, per_class, entry, classes):
 
 def parse_args(argv):
     parser = Parser("verify", prog="python -m prep.verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="a directory written by `python -m prep.imagenet`")
+    parser.add_argument("out", help="a directory or URL written by `python -m prep.imagenet`")
     args = parser.parse_args(argv)
-    parser.require(args.out, input_dir_problem(args.out))
+    if "://" not in args.out:
+        parser.require(args.out, input_dir_problem(args.out))
+    elif not args.out.startswith(remote.WRITABLE):  # the checks list the prefix, which an HTTP server cannot
+        parser.error(f"{args.out}: verify reads a directory or a {', '.join(remote.WRITABLE)} URL")
+    else:
+        parser.require(args.out, remote.client_problem(args.out))
+        remote.quiet_clients()
     return args
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not Path(args.out, MANIFEST).is_file():  # a directory whose run never finished: it fails the check
-        raise SystemExit(f"verify: {args.out}: no {MANIFEST}; expected the --out of python -m prep.imagenet")
-    problems = verify(args.out)
+    try:
+        return check(args.out, place(args.out))
+    except DataError as error:  # at a URL: no such bucket (2), or a store that kept failing (1)
+        print(f"verify: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_status) from None
+
+
+def check(named, out):
+    """Prints the verdict on the prep output `out` (a Folder or Bucket), given as `named`; returns the exit
+    status."""
+    if not out.has(MANIFEST):  # an output whose run never finished: it fails the check
+        raise SystemExit(f"verify: {named}: no {MANIFEST}; expected the --out of python -m prep.imagenet")
+    problems = verify(out)
     for problem in problems:
         print(f"verify: {problem}", file=sys.stderr)
     if problems:
         return 1
-    found = read_manifest(args.out)
+    found = json.loads(out.read_text(MANIFEST))
     counts = ", ".join(f"{split} {entry['samples']}" for split, entry in found["splits"].items())
     shards = sum(len(entry["shards"]) for entry in found["splits"].values())
     checked = "sha256, counts and indexes" if shards else "counts and folder lists"
-    print(f"verify: {args.out} ok: {shards} shards, {counts} images; {checked} match")
+    print(f"verify: {named} ok: {shards} shards, {counts} images; {checked} match")
     return 0
 
 
