@@ -3,6 +3,7 @@
     loader = make_loader("shards/", "train", "cpu", 256, device="cuda", dtype=torch.bfloat16, channels_last=True)
     for epoch in range(epochs):
         loader.set_epoch(epoch)         # resumed mid-epoch: set_epoch(epoch, start=its samples already consumed)
+        loader.set_resolution(side)     # progressive resizing (train): side <= crop_size, between passes
         for images, labels in loader:   # normalised images on `device`, int64 labels
             ...
 
@@ -15,11 +16,13 @@ of at most `cache_limit` bytes, in the shard-window order (pipeline.sampling), b
 """
 import importlib
 import importlib.util
+import math
 import numbers
 
 import torch
 
 from common import store
+from pipeline import crops
 from pipeline.loader import BACKEND_TABLE, BACKENDS, Loader  # noqa: F401 (the package's interface)
 from pipeline.options import ORDERS
 
@@ -60,7 +63,8 @@ def _dali_installed():
 
 def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
                 crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, max_steps=None,
-                accumulate=1, order=None, window=None, cache_dir=None, cache_limit=None):
+                accumulate=1, order=None, window=None, cache_dir=None, cache_limit=None, crop_scale=crops.SCALE,
+                crop_ratio=crops.RATIO):
     """Return the Loader for `split` ("train" or "val") of `data_path` (a path or a URL) read by backend `name`.
 
     `device` defaults to the current CUDA device when there is one, else the CPU. `workers` defaults to the
@@ -68,6 +72,12 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
     `num_classes` only matters to ``synthetic`` without a dataset to take the classes from. `accumulate` is the
     micro-batches (of `batch_size` per rank) per optimizer step: a train pass yields whole optimizer steps only
     (pipeline.sampling); validation ignores it.
+
+    Train images are RandomResizedCrop boxes of `crop_scale` (min, max) of the image's area and `crop_ratio` (min,
+    max) aspect ratio (torchvision's defaults, pipeline.crops), resized to crop_size x crop_size, or to the side
+    set_resolution gives for the next passes (progressive resizing): `crop_size` is the largest side, which the
+    batch memory is sized for once. Validation resizes the shorter side to `val_size` and centre-crops `crop_size`.
+    ``synthetic`` ignores the crop ranges.
 
     The train order: `order` "global" (one permutation of all samples; the default for a local path) or
     "shard-window" (shards permuted, samples permuted within windows of `window` shards; the default, and the only
@@ -87,11 +97,14 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
     if accumulate < 1:
         raise ValueError(f"pipeline: accumulate must be positive, got {accumulate}")
     order = _check_order(data_path, name, order, window, cache_dir, cache_limit)
+    crop_scale = _check_range("crop_scale", crop_scale, most=1)
+    crop_ratio = _check_range("crop_ratio", crop_ratio)
     require(name)
     options = _options(split=split, batch_size=batch_size, accumulate=accumulate, device=device, dtype=dtype,
                        channels_last=channels_last, crop_size=crop_size, val_size=val_size, workers=workers, seed=seed,
                        strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali",
-                       order=order, window=window, cache_dir=cache_dir and str(cache_dir), cache_limit=cache_limit)
+                       order=order, window=window, cache_dir=cache_dir and str(cache_dir), cache_limit=cache_limit,
+                       crop_scale=crop_scale, crop_ratio=crop_ratio)
     if row.needs_cuda and options.device.type != "cuda":
         raise ValueError(f"pipeline: backend {name} decodes on the GPU and needs a CUDA device; use dali-cpu")
     return importlib.import_module(row.module).make(data_path, options)
@@ -127,6 +140,18 @@ def _check_order(data_path, name, order, window, cache_dir, cache_limit):
             raise ValueError(f"pipeline: cache_limit is required for {data_path}: the bytes of shards its "
                              "node-local cache may hold")
     return order
+
+
+def _check_range(keyword, value, most=math.inf):
+    """`value` as a (min, max) pair of floats with 0 < min <= max <= `most`; ValueError naming `keyword` else."""
+    try:
+        low, high = (float(bound) for bound in value)
+    except (TypeError, ValueError):
+        low = high = math.nan  # not a pair of numbers: fails the check below
+    if not 0 < low <= high <= most:
+        bounds = "0 < min <= max" + ("" if most == math.inf else f" <= {most:g}")
+        raise ValueError(f"pipeline: {keyword} must be a (min, max) pair with {bounds}, got {value!r}")
+    return low, high
 
 
 def _options(**given):

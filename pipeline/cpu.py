@@ -1,16 +1,20 @@
 """The `cpu` backend: torch DataLoader worker processes that each build whole batches (one task = one batch).
 
-A task is a batch's sample numbers, an augmentation seed and a slot of a ring of batch buffers in shared
-memory. The worker preads each sample at the offset its DALI index gives, decodes it with libjpeg-turbo and
-crops+resizes it with OpenCV straight into the slot; only the labels travel back through the DataLoader.
-For a GPU the slots hold uint8 pixels in pinned memory, copied non_blocking and normalised on the device on
-a side stream, one batch ahead; for the CPU the worker normalises into slots of the final dtype and layout.
+A task is a batch's sample numbers, an augmentation seed, a slot of a ring of batch buffers in shared memory and
+the side of the pass's images. The worker preads each sample at the offset its DALI index gives, decodes it with
+libjpeg-turbo and crops+resizes it with OpenCV straight into the slot; only the labels travel back through the
+DataLoader. For a GPU the slots hold uint8 pixels in pinned memory, copied non_blocking and normalised on the device
+on a side stream, one batch ahead; for the CPU the worker normalises into slots of the final dtype and layout.
 
 Why a ring: fresh batch memory costs a page fault per 4 KiB on first touch, which on this class of machine
 costs as much as decoding the batch; the ring is touched once. Slots go to tasks in turn: the DataLoader
 keeps at most `workers * prefetch_factor` tasks ahead of the one handed out, so a batch's slot is rewritten
 only after HELD further batches have been asked for. A batch yielded on the CPU stays valid until then
 (clone it to keep it longer), as in FFCV.
+
+Progressive resizing: the ring is sized once, for crop_size, the largest side. A pass at a smaller side
+(set_resolution) fills the head of each slot, viewed in the batch's shape and layout; the side travels to the
+workers in each task, so neither the ring nor the workers change with it.
 
 Why pread by index rather than the webdataset library's streaming reader: webdataset gives each worker whole
 shards and shuffles in a buffer, so an epoch is a sequence of shards, ranks see unequal sample counts unless
@@ -38,6 +42,7 @@ from common.errors import CorruptSample, DataError
 from pipeline import crops, sampling
 from pipeline.decode import CorruptImage, crop_resize
 from pipeline.normalize import ImageNormalizer, normalize
+from pipeline.options import check_resolution
 from pipeline.readers import CorruptLabel
 from pipeline.source import open_source
 
@@ -78,7 +83,7 @@ class CpuLoader:
         self._source = source
         self._options = options
         self._on_gpu = options.device.type == "cuda"
-        self._ring = _ring(options.workers * PREFETCH + HELD, sampling.largest_batch(len(reader), options), options,
+        self._ring = _Ring(options.workers * PREFETCH + HELD, sampling.largest_batch(len(reader), options), options,
                            uint8=self._on_gpu)
         self._unpin = None  # set while the ring is page-locked
         self._tasks = _Tasks(len(reader), options, slots=len(self._ring))
@@ -95,6 +100,10 @@ class CpuLoader:
         sampling.check_start(self.samples, self._options, start)
         self._tasks.epoch, self._tasks.start = epoch, start
 
+    def set_resolution(self, size):
+        check_resolution(self._options, size)
+        self._tasks.size = size
+
     def __iter__(self):
         batches = self._batches()
         return _gpu_prefetch(batches, self._options) if self._on_gpu else batches
@@ -107,7 +116,7 @@ class CpuLoader:
             forks = self._loader._iterator is None  # persistent workers: forked on the first pass, or after an error
             results = _forking_safely(self._loader) if forks else iter(self._loader)
             if self._on_gpu and self._unpin is None:
-                self._unpin = _pin(self._ring)
+                self._unpin = _pin(self._ring.storage)
             for step, result in enumerate(results):
                 if isinstance(result, DataError):
                     raise result
@@ -131,22 +140,23 @@ class CpuLoader:
             self._unpin = None
         self._source.close_pass()
 
-    def _receive(self, slot, kept, labels, skipped):
+    def _receive(self, slot, size, kept, labels, skipped):
         for reason in skipped:
             warnings.warn(f"pipeline: skipped corrupt sample {reason}", stacklevel=3)
         self.skipped += len(skipped)
-        return self._ring[slot][:kept], torch.as_tensor(labels)
+        return self._ring.batch(slot, size)[:kept], torch.as_tensor(labels)
 
 
 class _Tasks(torch.utils.data.Sampler):
-    """This rank's batches of the next pass (epoch, from start; the source's pass, set before each), each with a
-    seed for its crops and flips and a ring slot."""
+    """This rank's batches of the next pass (epoch, from start, at `size`; the source's pass, set before each),
+    each with a seed for its crops and flips and a ring slot."""
 
     def __init__(self, samples, options, *, slots):
         self.samples = samples
         self.options = options
         self.epoch = 0
         self.start = 0
+        self.size = options.crop_size
         self.batches = ()
         self._slots = itertools.cycle(range(slots))
 
@@ -154,18 +164,18 @@ class _Tasks(torch.utils.data.Sampler):
         return sampling.pass_steps(self.samples, self.options, self.start)
 
     def __iter__(self):
-        o = self.options
+        o, size = self.options, self.size  # as the pass starts: a set_resolution during it waits for the next
         first = sampling.first_micro_batch(self.start, o)
         # A batch's seed is its micro-batch's number in the epoch (over all ranks), not its place in this pass: a
         # pass resumed at a micro-batch boundary on the same world size and per-rank batch gives the same ranks the
         # same samples under the same numbers, so its batches are bit-identical to the unbroken pass's.
         for number, batch in enumerate(self.batches, first):
-            yield batch, (o.seed, self.epoch, number, o.rank, AUGMENT_STREAM), next(self._slots)
+            yield batch, (o.seed, self.epoch, number, o.rank, AUGMENT_STREAM), next(self._slots), size
 
 
 class BatchBuilder(torch.utils.data.Dataset):
-    """dataset[(sample numbers, seed, slot)] -> (slot, images kept, labels, skipped): fills one ring slot; or the
-    DataError that stopped it."""
+    """dataset[(sample numbers, seed, slot, size)] -> (slot, size, images kept, labels, skipped): fills one ring slot
+    with size x size images; or the DataError that stopped it."""
 
     def __init__(self, reader, options, ring, *, normalise):
         self.reader = reader
@@ -180,11 +190,11 @@ class BatchBuilder(torch.utils.data.Dataset):
         except DataError as error:  # handed back whole: torch would re-raise it wrapped in the worker's traceback
             return error
 
-    def _build(self, indices, seed, slot):
+    def _build(self, indices, seed, slot, size):
         o = self.options
         rng = np.random.default_rng(seed)  # seed: a tuple of ints, the entropy of a SeedSequence
-        images = self.ring[slot]
-        pixels = np.empty((o.crop_size, o.crop_size, 3), np.uint8)
+        images = self.ring.batch(slot, size)
+        pixels = np.empty((size, size, 3), np.uint8)
         labels = np.empty(len(indices), np.int64)
         kept, skipped = 0, []
         for i in indices:
@@ -201,24 +211,39 @@ class BatchBuilder(torch.utils.data.Dataset):
             if self.normalise:
                 self.normalise(pixels, images[kept])
             kept += 1
-        return slot, kept, labels[:kept], skipped
+        return slot, size, kept, labels[:kept], skipped
 
     def _box(self, rng):
         o = self.options
         if o.train:
-            return lambda height, width: crops.random_resized_crop(rng, height, width)
+            return lambda height, width: crops.random_resized_crop(rng, height, width, o.crop_scale, o.crop_ratio)
         return lambda height, width: crops.center_crop(height, width, o.crop_size, o.val_size)
 
 
-def _ring(slots, batch, options, *, uint8):
-    """`slots` batch buffers in shared memory: uint8 NHWC (pinned) for a GPU, else normalised NCHW views."""
-    size = options.crop_size
-    if uint8:
-        return torch.empty((slots, batch, size, size, 3), dtype=torch.uint8).share_memory_()
-    if options.channels_last:
-        storage = torch.empty((slots, batch, size, size, 3), dtype=options.dtype).share_memory_()
-        return storage.permute(0, 1, 4, 2, 3)
-    return torch.empty((slots, batch, 3, size, size), dtype=options.dtype).share_memory_()
+class _Ring:
+    """`slots` batch buffers in shared memory, each the flat storage of `rows` crop_size images: uint8 (pinned) for a
+    GPU, else the final dtype. A slot's batch of a smaller side is the head of that storage, so one allocation, made
+    and touched once, serves every side set_resolution may ask for."""
+
+    def __init__(self, slots, rows, options, *, uint8):
+        self.rows = rows
+        self.uint8 = uint8
+        self.channels_last = options.channels_last
+        dtype = torch.uint8 if uint8 else options.dtype
+        self.storage = torch.empty((slots, rows * 3 * options.crop_size ** 2), dtype=dtype).share_memory_()
+
+    def __len__(self):
+        return len(self.storage)
+
+    def batch(self, slot, size):
+        """Slot `slot` as `rows` size x size images: uint8 NHWC for a GPU, else normalised NCHW views (channels_last
+        strides when asked)."""
+        head = self.storage[slot, :self.rows * 3 * size * size]
+        if self.uint8:
+            return head.view(self.rows, size, size, 3)
+        if self.channels_last:
+            return head.view(self.rows, size, size, 3).permute(0, 3, 1, 2)
+        return head.view(self.rows, 3, size, size)
 
 
 def _pin(tensor):

@@ -1,8 +1,16 @@
 """The `dali` and `dali-cpu` backends: one DALI graph, decoding on the GPU (nvJPEG, "mixed") or on CPU threads.
 
-Train: ROI decode of a random crop (crops.SCALE, crops.RATIO), resize to crop_size, random mirror, normalise.
-Val: decode, resize the shorter side to val_size, centre crop. Without a GPU everything runs on the CPU
-(device_id=None); with one, `dali-cpu` decodes and resizes on CPU threads and normalises on the GPU.
+Train: ROI decode of a random crop (the options' crop_scale and crop_ratio), resize to the pass's side, random
+mirror, normalise. Val: decode, resize the shorter side to val_size, centre crop to crop_size. Without a GPU
+everything runs on the CPU (device_id=None); with one, `dali-cpu` decodes and resizes on CPU threads and normalises
+on the GPU.
+
+Progressive resizing without a second pipeline: the external source hands DALI each sample's output side as a
+float (train: crop_size, or what set_resolution set for the pass; validation: crop_size), the argument input of
+fn.resize's resize_x and resize_y (train) and of crop_mirror_normalize's crop_h and crop_w (validation's centre
+crop). Both take a per-sample TensorList on either device as long as it lives on the CPU, as the source's outputs
+do; nothing in the graph has a fixed output size. The pytorch plugin's iterator allocates each batch's tensors from
+that batch's shape, so the shape may change between passes.
 
 Order: the samples come from the same sampler and readers as the `cpu` backend (pipeline.source: sampling's
 batches, each once its shards are local, and readers.open_reader), handed to DALI batch by batch through an
@@ -29,7 +37,7 @@ import torch
 from common.errors import DecodeError
 from pipeline import crops, sampling
 from pipeline.decode import CorruptImage, check_decodes
-from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, check_resolution
 from pipeline.readers import CorruptLabel
 from pipeline.source import Pass, open_source
 
@@ -60,6 +68,7 @@ class DaliLoader:
         self._options = options
         self._epoch = 0
         self._start = 0
+        self._size = options.crop_size
         self._source = _Source(source.reader)
         self._iterator = None
 
@@ -69,6 +78,10 @@ class DaliLoader:
     def set_epoch(self, epoch, start=0):
         sampling.check_start(self.samples, self._options, start)
         self._epoch, self._start = epoch, start
+
+    def set_resolution(self, size):
+        check_resolution(self._options, size)
+        self._size = size
 
     def __iter__(self):
         iterator, this_pass = self._start_pass()
@@ -88,12 +101,12 @@ class DaliLoader:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
         if self._iterator is not None:
-            self._source.plan(Pass([]))
+            self._source.plan(Pass([]), self._size)
             with contextlib.suppress(StopIteration):
                 while True:
                     next(self._iterator)
         this_pass = self._data.start_pass(self._epoch, self._start)
-        self._source.plan(this_pass)
+        self._source.plan(this_pass, self._size)
         if self._iterator is None:
             pipe = _pipeline(self._source, self._options)
             # size -1: the epoch ends where the source raises StopIteration; batches may be short (val)
@@ -110,19 +123,22 @@ class DaliLoader:
 
 
 class _Source:
-    """DALI's external source: the planned batches as (JPEG byte arrays, int64 labels). It holds no reference
-    to the loader, so dropping the loader frees the pipeline at once (a cycle would leave it to the garbage
-    collector, which might run it in a forked worker process)."""
+    """DALI's external source: the planned batches as (JPEG byte arrays, int64 labels, float32 sides: each output
+    image's side). It holds no reference to the loader, so dropping the loader frees the pipeline at once (a cycle
+    would leave it to the garbage collector, which might run it in a forked worker process)."""
 
     def __init__(self, reader):
         self.reader = reader
         self._pass = Pass([])
+        self._size = None  # set with each pass's plan
         self._batches = iter(())
         self._read = 0
         self._given = collections.deque(maxlen=GIVEN)  # sample numbers of the batches DALI holds
 
-    def plan(self, this_pass):
+    def plan(self, this_pass, size):
+        """Hand out `this_pass`'s batches, for `size` x `size` images."""
         self._pass = this_pass
+        self._size = size
         self._batches = iter(this_pass)
         self._read = 0
         self._given.clear()
@@ -137,7 +153,7 @@ class _Source:
         # The batches DALI holds are read again to find one it cannot decode: their shards stay until they leave.
         self._pass.consumed(self._read - self._given.maxlen)
         self._read += 1
-        return jpegs, labels
+        return jpegs, labels, np.full(len(indices), self._size, np.float32)
 
     @contextlib.contextmanager
     def decode_errors(self):
@@ -176,42 +192,46 @@ def _pipeline(source, options):
     @pipeline_def(batch_size=sampling.largest_batch(len(source.reader), o), num_threads=o.workers, seed=seed,
                   device_id=device_id, prefetch_queue_depth=PREFETCH, exec_dynamic=False)
     def graph():
-        jpegs, labels = fn.external_source(source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64],
-                                           ndim=[1, 0])
-        images = _decode_crop_resize(jpegs, o)
+        jpegs, labels, sides = fn.external_source(source, num_outputs=3, batch=True,
+                                                  dtype=[types.UINT8, types.INT64, types.FLOAT], ndim=[1, 0, 0])
+        images = _decode_crop_resize(jpegs, sides, o)
         if on_gpu:
             # on the device in DALI, so the iterator copies them there on the consumer's stream: a pageable
             # host-to-device copy of the labels would wait for the stream every step
             labels = labels.gpu()
             if not o.gpu_decode:
                 images = images.gpu()
-        return _normalize(images, o), labels
+        return _normalize(images, sides, o), labels
 
     return graph()
 
 
-def _decode_crop_resize(jpegs, options):
+def _decode_crop_resize(jpegs, sides, options):
+    """`sides`: each image's output side, a CPU node, as argument inputs must be, also for the GPU resize."""
     from nvidia.dali import fn, types
 
     o = options
     decoder = MIXED_DECODER if o.gpu_decode else dict(device="cpu")
     resize_device = "gpu" if o.gpu_decode else "cpu"
     if o.train:
-        images = fn.decoders.image_random_crop(jpegs, output_type=types.RGB, random_area=list(crops.SCALE),
-                                               random_aspect_ratio=list(crops.RATIO), num_attempts=crops.ATTEMPTS,
+        images = fn.decoders.image_random_crop(jpegs, output_type=types.RGB, random_area=list(o.crop_scale),
+                                               random_aspect_ratio=list(o.crop_ratio), num_attempts=crops.ATTEMPTS,
                                                **decoder)
-        return fn.resize(images, device=resize_device, resize_x=o.crop_size, resize_y=o.crop_size,
+        return fn.resize(images, device=resize_device, resize_x=sides, resize_y=sides,
                          interp_type=types.INTERP_LINEAR)
     images = fn.decoders.image(jpegs, output_type=types.RGB, **decoder)
     return fn.resize(images, device=resize_device, resize_shorter=o.val_size, interp_type=types.INTERP_LINEAR)
 
 
-def _normalize(images, options):
+def _normalize(images, sides, options):
     from nvidia.dali import fn, types
 
     o = options
     dtype = types.FLOAT if o.dtype == torch.float32 else types.FLOAT16  # DALI has no bf16: cast after
-    mirror = fn.random.coin_flip(probability=0.5) if o.train else 0
+    if o.train:  # already at the pass's side: flipped at random, not cut
+        geometry = dict(mirror=fn.random.coin_flip(probability=0.5))
+    else:  # the val_size resize, cut to its side (crop_size) in the centre
+        geometry = dict(crop_h=sides, crop_w=sides)
     return fn.crop_mirror_normalize(images, dtype=dtype, output_layout="HWC" if o.channels_last else "CHW",
-                                    crop=(o.crop_size, o.crop_size), mean=[m * 255 for m in IMAGENET_MEAN],
-                                    std=[s * 255 for s in IMAGENET_STD], mirror=mirror)
+                                    mean=[m * 255 for m in IMAGENET_MEAN], std=[s * 255 for s in IMAGENET_STD],
+                                    **geometry)

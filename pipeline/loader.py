@@ -26,6 +26,12 @@ class Loader(Protocol):
     `len(loader)` describes the next pass, so it changes with set_epoch's `start` (and is the full pass before
     any set_epoch).
 
+    Progressive resizing: set_resolution(size) makes the next train passes yield size x size images (the same
+    samples, labels and order) instead of crop_size x crop_size, crop_size being the largest side, which sizes the
+    batch memory once: no reallocation, no new workers or DALI pipeline. Call it between passes, as set_epoch; a
+    pass in progress keeps the size it started with. Before any call the size is crop_size. A size outside 1 ..
+    crop_size, or a call on a val loader, is a ValueError.
+
     The permutation is global, or shard-window (pipeline.sampling) with `window` shards per window: what a URL's
     data is read in, through its node-local `cache` (pipeline.cache.ShardCache: its `stats`, `limit`, directory).
     """
@@ -40,6 +46,8 @@ class Loader(Protocol):
     # The next pass: `epoch`'s order from `start`, the samples of that epoch already consumed over all ranks
     # (train only: a ValueError for val, as for a start outside the epoch).
     def set_epoch(self, epoch: int, start: int = 0) -> None: ...
+    # The side of the next train passes' square images, at most crop_size (a ValueError for val).
+    def set_resolution(self, size: int) -> None: ...
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 

@@ -1,10 +1,12 @@
-"""What every backend needs to know besides the data: batch geometry, device, dtype, rank and worker count, the
-order, and for a URL its node-local cache."""
+"""What every backend needs to know besides the data: batch geometry, the train crop's ranges, device, dtype, rank
+and worker count, the order, and for a URL its node-local cache."""
+import numbers
 import os
 from dataclasses import dataclass
 
 import torch
 
+from pipeline import crops
 from pipeline.sampling import ShardWindows
 
 ORDERS = ("global", "shard-window")
@@ -21,7 +23,7 @@ class LoaderOptions:
     device: torch.device
     dtype: torch.dtype
     channels_last: bool
-    crop_size: int
+    crop_size: int     # the train crop's largest side (set_resolution may lower it per pass), sizing batch memory
     val_size: int
     workers: int
     seed: int
@@ -37,6 +39,8 @@ class LoaderOptions:
     cache_dir: str | None = None   # a URL's node-local cache (None: default_cache_dir)
     cache_limit: int | None = None  # bytes of shards that cache may hold
     windows: ShardWindows | None = None  # the order resolved against the data (pipeline.source); None: global
+    crop_scale: tuple = crops.SCALE  # RandomResizedCrop's (min, max) share of the image area
+    crop_ratio: tuple = crops.RATIO  # and its (min, max) aspect ratio
 
     @property
     def train(self):
@@ -47,6 +51,15 @@ class LoaderOptions:
         rank, world = distributed_rank_world()
         return cls(device=resolve_device(device), workers=workers or default_workers(), rank=rank, world=world,
                    node_ranks=node_ranks(rank, world), **given)
+
+
+def check_resolution(options, size):
+    """ValueError unless a train pass of `options` can yield `size` x `size` images: batch memory holds crop_size."""
+    if not options.train:
+        raise ValueError("pipeline: set_resolution applies to train passes only; validation crops to crop_size")
+    if not (isinstance(size, numbers.Integral) and 1 <= size <= options.crop_size):
+        raise ValueError(f"pipeline: set_resolution size must be a whole number from 1 to crop_size="
+                         f"{options.crop_size} (the largest, which sizes the batch memory), got {size!r}")
 
 
 def resolve_device(device):

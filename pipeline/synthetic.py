@@ -5,6 +5,7 @@ from common import store
 from common.layout import has_manifest
 from pipeline import dataset, sampling
 from pipeline.normalize import normalize
+from pipeline.options import check_resolution
 
 IMAGENET_SAMPLES = {"train": 1281167, "val": 50000}
 
@@ -25,7 +26,8 @@ def batches_ahead(options):
 class SyntheticLoader:
     """Yields one normalised random batch over and over, with the real loaders' shapes, dtype, layout and steps:
     the split's samples shared over the ranks like the real loaders, from set_epoch's `start` (val's last batch may
-    be short); `max_steps` sets the steps of a pass instead."""
+    be short); `max_steps` sets the steps of a pass instead. set_resolution crops the top left of the crop_size
+    batch, made contiguous once per call, not per step."""
 
     def __init__(self, samples, num_classes, options):
         self.num_classes = num_classes
@@ -41,7 +43,8 @@ class SyntheticLoader:
         rows = max(self._sizes, default=0)
         pixels = torch.randint(0, 256, (rows, size, size, 3), dtype=torch.uint8, generator=generator)
         labels = torch.randint(0, num_classes, (rows,), generator=generator)
-        self._images = normalize(pixels.to(options.device), options.dtype, options.channels_last)
+        self._largest = normalize(pixels.to(options.device), options.dtype, options.channels_last)
+        self._images = self._largest
         self._labels = labels.to(options.device)
 
     def __len__(self):
@@ -51,9 +54,15 @@ class SyntheticLoader:
         sampling.check_start(self.samples, self._options, start)
         self._sizes = _batch_sizes(self.samples, self._options, start)
 
+    def set_resolution(self, size):
+        check_resolution(self._options, size)
+        layout = torch.channels_last if self._options.channels_last else torch.contiguous_format
+        self._images = self._largest[..., :size, :size].contiguous(memory_format=layout)
+
     def __iter__(self):
-        for size in self._sizes:
-            yield self._images[:size], self._labels[:size]
+        images = self._images  # as the pass starts: a set_resolution during it waits for the next
+        for rows in self._sizes:
+            yield images[:rows], self._labels[:rows]
 
 
 def _batch_sizes(samples, options, start):

@@ -305,8 +305,8 @@ def test_a_dali_failure_that_is_no_decode_error_keeps_its_own_error(shards, monk
 
     original = dali._decode_crop_resize
 
-    def crop_beyond_the_image(jpegs, options):
-        return fn.crop(original(jpegs, options), crop=(4096, 4096), out_of_bounds_policy="error")
+    def crop_beyond_the_image(jpegs, sides, options):
+        return fn.crop(original(jpegs, sides, options), crop=(4096, 4096), out_of_bounds_policy="error")
 
     monkeypatch.setattr(dali, "_decode_crop_resize", crop_beyond_the_image)
     with pytest.raises(RuntimeError) as raised:

@@ -55,7 +55,7 @@ BAD_FLAGS = [
     (["--print-freq", "0"], ["--print-freq"]),
     (["--skip_steps", "-1"], ["--skip_steps"]),
     (["--crop-size", "0"], ["--crop-size"]),
-    (["--val-size", "8", "--crop-size", "32"], ["--val-size 8", "--crop-size 32"]),
+    (["--val-size", "8", "--crop-size", "32"], ["--val-size 8", "validation crop 32", "--crop-size"]),
     (["--lr", "-1"], ["--lr"]),
     (["--lr", "nan"], ["--lr"]),
     (["--momentum", "-5"], ["--momentum"]),

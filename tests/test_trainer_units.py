@@ -97,7 +97,7 @@ def test_meter_leaves_out_skipped_steps_and_reports_window_extremes():
             clock.now += seconds
             meter.step(data_wait=seconds / 4)
             if step % 2 == 0 or step == len(step_seconds):
-                meter.close_window(epoch, step)
+                meter.close_window(epoch, step, 224)
     fps = [w.fps for w in meter.windows]
     assert fps == pytest.approx([10, 5, 10])  # windows (1,1), (2,2), (1,1); the 5 s and 9 s warm-up steps never count
     summary = meter.summary()
@@ -145,7 +145,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
 # What fixes the weights, the schedule and the data order: a resumed run ends where an unbroken one would have.
 KEPT_BY_A_TRAINING_RESUME = {"model", "num_classes", "epochs", "training_step_per_epoch", "crop_size",
                              "lr", "lr_schedule", "warmup_epochs", "momentum", "weight_decay", "nesterov",
-                             "no_bn_weight_decay", "label_smoothing", "seed"}
+                             "no_bn_weight_decay", "label_smoothing", "seed", "shuffle", "shuffle_window",
+                             "mixup", "cutmix", "switch_prob", "ema", "ema_every", "lr_per_256", "min_res",
+                             "start_ramp", "end_ramp", "res_multiple", "crop_scale", "crop_ratio"}
 
 
 def config(*flags):

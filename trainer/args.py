@@ -12,15 +12,21 @@ from pathlib import Path
 import torch
 
 import pipeline
+from common.store import is_url
+from pipeline import crops
 from trainer.config import AMP_DTYPES, RunConfig
 from trainer.distributed import BACKENDS, init_method_for
 from trainer.model import check_train_crop, classification_models
+from trainer.recipes import BY_NAME, LIST, table
 
 SCHEDULES = ("step", "cosine", "linear")
 # apex's optimisation levels as torch autocast: O1 and O2 both train fp16 with a GradScaler, since torch has no
 # "fp16 model with fp32 master weights" mode (apex's O2).
 OPT_LEVELS = {"O0": "off", "O1": "fp16", "O2": "fp16"}
 DEFAULT_DATA = "shards"
+SHUFFLES = ("global", "shard-window")
+BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+              "GIB": 2**30, "TIB": 2**40}
 AUTO = "auto"  # --resume's default
 SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
 PREP_COMMAND = "python -m prep.imagenet --src ILSVRC2012 --out {out}"
@@ -45,7 +51,19 @@ def build_parser():
     run = p.add_argument_group("run (the ResNet-50 guide's flags)")
     run.add_argument("--data-path", "--data_path", "--data",
                      help=f"prep output dir (manifest.json) or DeepLearningExamples layout (default: {DEFAULT_DATA}, "
-                          f"where `{PREP_COMMAND.format(out=DEFAULT_DATA + '/')}` writes it)")
+                          f"where `{PREP_COMMAND.format(out=DEFAULT_DATA + '/')}` writes it); or its URL: s3://, "
+                          "gs://, https:// (read through --cache-dir)")
+    run.add_argument("--cache-dir", "--cache_dir",
+                     help="node-local cache of a URL's shards, shared by the node's ranks (default: under "
+                          "~/.cache/imagenet-feed)")
+    run.add_argument("--cache-limit", "--cache_limit", type=_bytes, metavar="SIZE",
+                     help="most bytes the cache holds, e.g. 20GB (needed with a URL)")
+    run.add_argument("--shuffle", choices=SHUFFLES, default=None,
+                     help="global: one permutation of the split per epoch (default for local data); shard-window: "
+                          "shards permuted, samples shuffled within windows of --shuffle-window shards, so a "
+                          "bounded cache suffices (default, and the only choice, for a URL)")
+    run.add_argument("--shuffle-window", "--shuffle_window", type=int, metavar="SHARDS",
+                     help="shards per shuffle window (default: what --cache-limit holds three times over)")
     run.add_argument("--output-dir", "--output_dir", default="runs",
                      help="report.json, logs, checkpoints (default: runs)")
     run.add_argument("--model", "--arch", "-a", default="resnet50", help="torchvision classification model name")
@@ -68,11 +86,20 @@ def build_parser():
                      help="first steps of each epoch left out of the FPS (default: 10)")
     run.add_argument("--loader", choices=pipeline.BACKENDS,
                      help="default: dali on a GPU with DALI, else cpu; synthetic needs no data")
-    run.add_argument("--crop-size", "--crop_size", type=int, default=224)
+    run.add_argument("--crop-size", "--crop_size", "--max-res", "--max_res", type=int, default=224,
+                     help="training crop (with --min-res, the largest of the ramp) (default: 224)")
     run.add_argument("--val-size", "--val_size", type=int, default=256, help="validation resize before the centre crop")
+    run.add_argument("--val-crop-size", "--val_crop_size", "--val-res", type=int,
+                     help="validation centre crop, independent of the training crop: test-time resolution (FFCV "
+                          "trains at 192 and validates at 256) (default: --crop-size)")
 
     recipe = p.add_argument_group("recipe")
-    recipe.add_argument("--lr", "--learning-rate", type=float, help="default: 0.1 x global batch / 256")
+    recipe.add_argument("--recipe", metavar="NAME|list",
+                        help="set the flags of a published recipe (each still overridable); list: print them with "
+                             "their source and result")
+    recipe.add_argument("--lr", "--learning-rate", type=float, help="default: --lr-per-256 x global batch / 256")
+    recipe.add_argument("--lr-per-256", "--lr_per_256", type=float, default=0.1,
+                        help="the learning rate per 256 images of global batch when --lr is not given (default: 0.1)")
     recipe.add_argument("--lr-schedule", "--lr_schedule", choices=SCHEDULES, default="step",
                         help="step: x0.1 every 30 epochs (default)")
     recipe.add_argument("--warmup-epochs", "--warmup_epochs", "--warmup", type=float, default=0.0,
@@ -83,6 +110,30 @@ def build_parser():
     recipe.add_argument("--no-bn-weight-decay", "--no_bn_weight_decay", action="store_true",
                         help="no weight decay on normalisation layers")
     recipe.add_argument("--label-smoothing", "--label_smoothing", type=float, default=0.0)
+    recipe.add_argument("--crop-scale", "--crop_scale", type=float, nargs=2, default=crops.SCALE,
+                        metavar=("MIN", "MAX"), help="RandomResizedCrop's share of the image area (default: 0.08 1)")
+    recipe.add_argument("--crop-ratio", "--crop_ratio", type=float, nargs=2, default=crops.RATIO,
+                        metavar=("MIN", "MAX"), help="RandomResizedCrop's aspect ratios (default: 3/4 4/3)")
+    recipe.add_argument("--min-res", "--min_res", type=int,
+                        help="progressive resizing: train at this resolution up to --start-ramp, then grow it "
+                             "linearly to --crop-size at --end-ramp, rounded to --res-multiple (default: off)")
+    recipe.add_argument("--start-ramp", "--start_ramp", type=int, metavar="EPOCH",
+                        help="the last epoch at --min-res (counted from 0)")
+    recipe.add_argument("--end-ramp", "--end_ramp", type=int, metavar="EPOCH",
+                        help="the first epoch at --crop-size")
+    recipe.add_argument("--res-multiple", "--res_multiple", type=int, default=32,
+                        help="resolutions on the ramp are multiples of this (default: 32, tensor-core friendly)")
+    recipe.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                        help="mixup with weights from Beta(ALPHA, ALPHA), on the device, with a soft-target loss "
+                             "(0: off)")
+    recipe.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="CutMix likewise (0: off)")
+    recipe.add_argument("--switch-prob", "--switch_prob", type=float, default=0.5,
+                        help="with both --mixup and --cutmix, the share of batches CutMix gets (default 0.5)")
+    recipe.add_argument("--ema", type=float, metavar="DECAY",
+                        help="also keep an exponential moving average of the weights (decay per step, e.g. 0.9999), "
+                             "evaluated and checkpointed beside them")
+    recipe.add_argument("--ema-every", "--ema_every", type=int, default=1, metavar="K",
+                        help="update the average every K steps (with decay**K; default 1)")
     recipe.add_argument("--amp", nargs="?", const="fp16", choices=tuple(AMP_DTYPES),
                         help="autocast dtype; a bare --amp means fp16 (with a GradScaler) (default: off)")
     recipe.add_argument("--opt-level", "--opt_level", choices=OPT_LEVELS,
@@ -151,6 +202,14 @@ def parse_args(argv=None):
     """The run's RunConfig, every flag checked and its default resolved; a bad one is one line on stderr, exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.recipe == LIST:
+        print(table(), flush=True)
+        parser.exit(0)
+    if args.recipe:
+        if args.recipe not in BY_NAME:
+            parser.error(f"unknown --recipe {args.recipe!r}; `--recipe list` shows them")
+        parser.set_defaults(**BY_NAME[args.recipe].flags)  # the recipe's values, under what the command line says
+        args = parser.parse_args(argv)
     try:
         return _config(args)
     except (ValueError, pipeline.MissingDependency) as error:
@@ -214,6 +273,8 @@ def _config(args):
     settled["resume"] = args.resume if args.resume == AUTO else _checkpoint_path(args.resume)
     settled["checkpoint_every_steps"], settled["checkpoint_every_seconds"] = args.checkpoint_every or (None, None)
     settled.update(_data(args, settled["device"]))
+    settled.update(crop_scale=tuple(args.crop_scale), crop_ratio=tuple(args.crop_ratio),
+                   val_crop_size=args.val_crop_size or args.crop_size)
     as_given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if f.name not in settled}
     return RunConfig(**as_given, **settled)
 
@@ -223,12 +284,14 @@ def _check_values(args):
     if args.model not in models:
         raise ValueError(f"unknown --model {args.model!r}; choose from: {', '.join(models)}")
     if not args.evaluate:
-        check_train_crop(args.model, args.crop_size)
+        check_train_crop(args.model, args.crop_size if args.min_res is None else min(args.min_res, args.crop_size))
     positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--print-freq": args.print_freq,
                 "--eval-freq": args.eval_freq, "--crop-size": args.crop_size, "--val-size": args.val_size,
-                "--keep-checkpoints": args.keep_checkpoints, "--accumulate": args.accumulate}
+                "--keep-checkpoints": args.keep_checkpoints, "--accumulate": args.accumulate,
+                "--res-multiple": args.res_multiple}
     optional = {"--num_classes": args.num_classes, "--stop-step-num": args.stop_step_num, "--workers": args.workers,
-                "--world-size": None if args.world_size == -1 else args.world_size}
+                "--world-size": None if args.world_size == -1 else args.world_size, "--min-res": args.min_res,
+                "--val-crop-size": args.val_crop_size}
     positive.update((flag, value) for flag, value in optional.items() if value is not None)
     for flag, value in positive.items():
         if value < 1:
@@ -247,14 +310,47 @@ def _check_values(args):
               ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
               ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "at least 0"),
               ("--label-smoothing", args.label_smoothing, 0 <= args.label_smoothing < 1, "in [0, 1)"),
+              ("--mixup", args.mixup, args.mixup >= 0, "at least 0"),
+              ("--cutmix", args.cutmix, args.cutmix >= 0, "at least 0"),
+              ("--switch-prob", args.switch_prob, 0 <= args.switch_prob <= 1, "in [0, 1]"),
+              ("--ema", args.ema, args.ema is None or 0 < args.ema < 1, "in (0, 1)"),
+              ("--ema-every", args.ema_every, args.ema_every >= 1, "at least 1"),
               ("--seed", args.seed, args.seed >= 0, "at least 0"))
     for flag, value, valid, expected in ranges:
         if not valid:  # (a NaN is valid nowhere)
             raise ValueError(f"{flag} must be {expected}, got {value}")
-    if args.val_size < args.crop_size:
-        raise ValueError(f"--val-size {args.val_size} is below --crop-size {args.crop_size}: validation resizes the "
-                         "shorter side to --val-size, then takes a --crop-size centre crop of it")
+    val_crop = args.val_crop_size or args.crop_size
+    if args.val_size < val_crop:
+        raise ValueError(f"--val-size {args.val_size} is below the validation crop {val_crop} (--val-crop-size, else "
+                         "--crop-size): validation resizes the shorter side to --val-size, then takes that centre "
+                         "crop of it")
+    _check_crop_box(args)
+    _check_ramp(args)
     _check_output_dir(Path(args.output_dir))
+
+
+def _check_crop_box(args):
+    (scale_min, scale_max), (ratio_min, ratio_max) = args.crop_scale, args.crop_ratio
+    if not 0 < scale_min <= scale_max <= 1:
+        raise ValueError(f"--crop-scale {scale_min:g} {scale_max:g}: expected 0 < MIN <= MAX <= 1")
+    if not 0 < ratio_min <= ratio_max < math.inf:
+        raise ValueError(f"--crop-ratio {ratio_min:g} {ratio_max:g}: expected 0 < MIN <= MAX")
+
+
+def _check_ramp(args):
+    """Progressive resizing: --min-res with both ramp epochs, in order, the ramp growing to --crop-size."""
+    ramp = (args.start_ramp, args.end_ramp)
+    if args.min_res is None:
+        if ramp != (None, None):
+            raise ValueError("--start-ramp and --end-ramp set the ramp of progressive resizing: add --min-res")
+        return
+    if None in ramp:
+        raise ValueError(f"--min-res {args.min_res} needs --start-ramp and --end-ramp, the epochs the ramp from it "
+                         f"to --crop-size {args.crop_size} starts and ends")
+    if not 0 <= args.start_ramp <= args.end_ramp:
+        raise ValueError(f"--start-ramp {args.start_ramp} --end-ramp {args.end_ramp}: expected 0 <= start <= end")
+    if args.min_res > args.crop_size:
+        raise ValueError(f"--min-res {args.min_res} is above --crop-size {args.crop_size}, where the ramp ends")
 
 
 def _check_output_dir(out):
@@ -388,10 +484,34 @@ def _data(args, device):
     pipeline.require(loader)
     if loader == "dali" and not device.startswith("cuda"):
         raise ValueError(f"--loader dali decodes on the GPU; with --device {device} use --loader dali-cpu")
-    if loader != "synthetic" and not Path(data_path).is_dir():
+    remote = is_url(data_path)
+    if loader != "synthetic" and not remote and not Path(data_path).is_dir():
         raise ValueError(f"--data-path {data_path}: no such directory; make it with "
                          f"`{PREP_COMMAND.format(out=os.path.join(data_path, ''))}` (or --loader synthetic)")
-    return {"data_path": data_path, "loader": loader}
+    if remote and loader != "synthetic" and args.cache_limit is None:
+        raise ValueError(f"--data-path {data_path} is a URL: give --cache-limit, the bytes its node-local cache may "
+                         "hold (e.g. 20GB)")
+    if remote and args.shuffle == "global":
+        raise ValueError("--shuffle global needs every shard at hand; a URL is read window by window: "
+                         "--shuffle shard-window")
+    shuffle = args.shuffle or ("shard-window" if remote else "global")
+    if args.shuffle_window is not None and (args.shuffle_window < 1 or shuffle != "shard-window"):
+        raise ValueError(f"--shuffle-window {args.shuffle_window}: a positive number of shards, with --shuffle "
+                         "shard-window")
+    return {"data_path": data_path, "loader": loader, "shuffle": shuffle}
+
+
+def _bytes(text):
+    """--cache-limit: a size such as 20GB, 512MiB or 1000000 (bytes)."""
+    number = text.rstrip("BbIiKkMmGgTt")
+    unit = BYTE_UNITS.get(text[len(number):].upper())
+    try:
+        value = float(number) * unit if unit else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a size such as 20GB, 512MiB or a number of bytes, got {text!r}")
+    return int(value)
 
 
 def _listed(devices):

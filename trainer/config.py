@@ -25,8 +25,12 @@ def checkpoint_keeps(rule):
 class RunConfig:
     """Every setting of a run, named as its flag's dest; trainer/args.py documents the flags."""
     # what to train, on what, where
-    data_path: str
+    data_path: str               # a directory, or a URL
     output_dir: str
+    cache_dir: str | None        # a URL's node-local shard cache; None: the pipeline's default
+    cache_limit: int | None      # bytes
+    shuffle: str = checkpoint_keeps(SCHEDULE)  # global or shard-window: the data order
+    shuffle_window: int | None = checkpoint_keeps(SCHEDULE)  # shards; None until the train loader resolves it
     model: str = checkpoint_keeps(MODEL)
     num_classes: int | None = checkpoint_keeps(MODEL)  # None: the dataset's class count
     device: str                  # this process's: cuda, cuda:N or cpu (a spawn gives each its cuda:N)
@@ -39,12 +43,21 @@ class RunConfig:
     epochs: int = checkpoint_keeps(SCHEDULE)
     training_step_per_epoch: int = checkpoint_keeps(SCHEDULE)  # -1: the whole epoch
     eval_step_per_epoch: int     # -1: the whole validation set
-    crop_size: int = checkpoint_keeps(SCHEDULE)
+    crop_size: int = checkpoint_keeps(SCHEDULE)  # the training crop; with min_res the ramp's last, the largest
+    min_res: int | None = checkpoint_keeps(SCHEDULE)  # progressive resizing's first resolution; None: off
+    start_ramp: int | None = checkpoint_keeps(SCHEDULE)  # the last epoch at min_res
+    end_ramp: int | None = checkpoint_keeps(SCHEDULE)    # the first at crop_size
+    res_multiple: int = checkpoint_keeps(SCHEDULE)       # the ramp's resolutions are multiples of it
+    crop_scale: tuple[float, float] = checkpoint_keeps(SCHEDULE)  # RandomResizedCrop's area share
+    crop_ratio: tuple[float, float] = checkpoint_keeps(SCHEDULE)  # and aspect ratios
     val_size: int
+    val_crop_size: int           # validation's centre crop: the test-time resolution
     print_freq: int
     skip_steps: int
     # the recipe
+    recipe: str | None           # the named recipe the defaults came from (trainer/recipes.py); None: none
     lr: float | None = checkpoint_keeps(SCHEDULE)  # None until with_default_lr knows the world size
+    lr_per_256: float = checkpoint_keeps(SCHEDULE)  # lr's default per 256 images of global batch
     lr_schedule: str = checkpoint_keeps(SCHEDULE)
     warmup_epochs: float = checkpoint_keeps(SCHEDULE)
     momentum: float = checkpoint_keeps(SCHEDULE)
@@ -52,6 +65,11 @@ class RunConfig:
     nesterov: bool = checkpoint_keeps(SCHEDULE)
     no_bn_weight_decay: bool = checkpoint_keeps(SCHEDULE)
     label_smoothing: float = checkpoint_keeps(SCHEDULE)
+    mixup: float = checkpoint_keeps(SCHEDULE)        # Beta(alpha, alpha) of mixup; 0: off
+    cutmix: float = checkpoint_keeps(SCHEDULE)       # of CutMix; 0: off
+    switch_prob: float = checkpoint_keeps(SCHEDULE)  # CutMix's share when both are on
+    ema: float | None = checkpoint_keeps(SCHEDULE)   # the average's decay per step; None: no average
+    ema_every: int = checkpoint_keeps(SCHEDULE)      # steps between its updates
     seed: int = checkpoint_keeps(SCHEDULE)
     amp: str                     # off, fp16 or bf16 (--opt-level is folded in)
     loss_scale: float | None     # fp16's static loss scale; None: dynamic
@@ -90,11 +108,11 @@ class RunConfig:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(_RESUME) in rules)
 
     def with_default_lr(self, world_size):
-        """The config with --lr's default, 0.1 x global batch (batch x world x accumulate) / 256, when none was
-        given."""
+        """The config with --lr's default, lr_per_256 x global batch (batch x world x accumulate) / 256, when none
+        was given."""
         if self.lr is not None:
             return self
-        return dataclasses.replace(self, lr=0.1 * self.batch_size * world_size * self.accumulate / 256)
+        return dataclasses.replace(self, lr=self.lr_per_256 * self.batch_size * world_size * self.accumulate / 256)
 
     def to_checkpoint(self):
         """The settings as a plain dict (str, numbers, bools, None, tuples), which loads with weights_only=True."""

@@ -12,13 +12,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint, distributed, launch, resume
 from trainer.args import AUTO, parse_args
+from trainer.ema import EMA
 from trainer.loaders import build_loaders
-from trainer.loop import Training, evaluate, train_epoch
+from trainer.loop import Best, Training, evaluate, train_epoch
 from trainer.meter import Clock, ThroughputMeter
+from trainer.mixing import Mixing
 from trainer.model import build_model
 from trainer.optim import Schedule, build_optimizer
 from trainer.preempt import EXIT_PREEMPTED, Stop
 from trainer.report import Evaluated, RunLog, Trained, run_report, write_report
+from trainer.resolution import train_resolution
 from trainer.samples import SampleLog
 
 
@@ -35,12 +38,14 @@ def fit(config, ctx):
     _seed(config.seed + ctx.rank)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    train_loader, val_loader = build_loaders(config, ctx)
+    config, train_loader, val_loader = build_loaders(config, ctx)
     model = build_model(config.model, config.num_classes or val_loader.num_classes, ctx.device, config.channels_last)
     if saved:
         resume.load_weights(model, saved, config)
     eval_model = torch.compile(model) if config.compile else model
-    validate = functools.partial(evaluate, eval_model, val_loader, ctx.device, config.amp_dtype)
+    def validate(weights=eval_model):
+        return evaluate(weights, val_loader, ctx.device, config.amp_dtype)
+
     if config.evaluate:
         run = _evaluate_only(config, ctx, validate)
     else:
@@ -68,11 +73,17 @@ def _training(config, ctx, model, steps_per_epoch, saved):
     if config.compile:
         step_model = torch.compile(step_model)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    ema = EMA(model, config.ema, config.ema_every) if config.ema else None
+    if ema and saved and saved.get("ema"):  # else a new average starts from the weights resumed
+        ema.load_state_dict(saved["ema"])
+    mixing = Mixing(config.mixup, config.cutmix, config.switch_prob, config.seed, ctx.rank) \
+        if config.mixup or config.cutmix else None
     return Training(model, step_model, criterion, optimizer, schedule, scaler, ctx.device, config.amp_dtype,
                     global_batch=config.batch_size * ctx.world_size * config.accumulate,
                     accumulate=config.accumulate, steps_per_epoch=steps_per_epoch,
                     position=resume.position(saved, config.start_epoch, steps_per_epoch),
-                    static_loss_scale=config.loss_scale, check_syncs=config.check_syncs)
+                    static_loss_scale=config.loss_scale, check_syncs=config.check_syncs, mixing=mixing, ema=ema,
+                    resolution=functools.partial(train_resolution, config))
 
 
 def _train(config, ctx, t, train_loader, validate, saved):
@@ -81,7 +92,7 @@ def _train(config, ctx, t, train_loader, validate, saved):
     out = Path(config.output_dir)
     meter = ThroughputMeter(Clock(ctx.device), t.global_batch, config.skip_steps)
     log = RunLog(out, ctx.main, append=saved is not None)
-    best = (saved["acc1_best"], saved["acc5_best"]) if saved else (None, None)
+    best = Best.of(saved)
     rng = resume.rng_states(saved, ctx)
     if rng:
         checkpoint.set_rng_state(rng, ctx.device)
@@ -104,12 +115,9 @@ def _train(config, ctx, t, train_loader, validate, saved):
                 break
             is_best = False
             if (t.position.epoch + 1) % config.eval_freq == 0 or t.position.epoch + 1 == config.epochs:
-                distributed.broadcast_buffers(t.model)  # every rank evaluates what the checkpoint holds: rank 0's
-                result = validate()
-                log.eval(t.position.epoch, t.position.global_step, result)
-                val_images = result.images
-                is_best = result.acc1 is not None and (best[0] is None or result.acc1 > best[0])
-                best = (result.acc1, result.acc5) if is_best else best
+                results = _evaluate_weights(t, validate, log)
+                val_images = results["raw"].images
+                best, is_best = best.after(results)
             t.position.epoch, t.position.consumed = t.position.epoch + 1, 0
             save(best, is_best)
     finally:
@@ -121,6 +129,17 @@ def _train(config, ctx, t, train_loader, validate, saved):
     return Trained(steps_per_epoch=t.steps_per_epoch, global_step=t.position.global_step, best=best,
                    speed=meter.summary(), windows=meter.windows, images_skipped=images_skipped,
                    val_images=val_images, training_time=time.perf_counter() - started)
+
+
+def _evaluate_weights(t, validate, log):
+    """{"raw": Evaluation, and "ema" with --ema}. Every rank first takes rank 0's BatchNorm statistics (DDP syncs
+    them only at a training forward), so all ranks evaluate what the checkpoint holds."""
+    results = {}
+    for name, model in (("raw", t.model), *((("ema", t.ema.model),) if t.ema else ())):
+        distributed.broadcast_buffers(model)
+        results[name] = validate() if name == "raw" else validate(model)  # raw: the compiled model, if --compile
+        log.eval(t.position.epoch, t.position.global_step, results[name], phase="val" if name == "raw" else "val_ema")
+    return results
 
 
 def _after_step(config, stop, save, samples, best, t):
@@ -155,7 +174,7 @@ def _save(config, ctx, t, stop, best, is_best=False):
     """A checkpoint at t's position (and model_best.pth). Every rank takes part: each one's RNG states go in."""
     rng = distributed.gather_objects(checkpoint.rng_state(ctx.device))
     # The settings go under "args", where checkpoints from before the RunConfig hold vars(args) by the same names.
-    state = {**t.state_dict(), "acc1_best": best[0], "acc5_best": best[1], "args": config.to_checkpoint(), "rng": rng}
+    state = {**t.state_dict(), **best.state(), "args": config.to_checkpoint(), "rng": rng}
     if ctx.main:
         path, size, seconds = checkpoint.save(config.output_dir, state, t.position.global_step,
                                               keep=config.keep_checkpoints, is_best=is_best)

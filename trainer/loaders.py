@@ -1,4 +1,6 @@
 """The run's train and validation loaders, and the flags only the data can refute."""
+import dataclasses
+
 import torch
 
 from pipeline import make_loader
@@ -6,19 +8,25 @@ from trainer.args import FlagError
 
 
 def build_loaders(config, ctx):
-    """(train, val); train is None for an evaluation-only run. The step flags cap each loader's length."""
+    """(config, train, val); train is None for an evaluation-only run. The step flags cap each loader's length;
+    the config comes back with the shuffle window the train loader chose, which a resume must keep."""
     common = dict(device=ctx.device, dtype=config.amp_dtype or torch.float32, channels_last=config.channels_last,
-                  crop_size=config.crop_size, val_size=config.val_size, workers=config.workers, seed=config.seed,
-                  num_classes=config.num_classes or 1000)
+                  val_size=config.val_size, workers=config.workers, seed=config.seed,
+                  num_classes=config.num_classes or 1000, order=config.shuffle, window=config.shuffle_window,
+                  cache_dir=config.cache_dir, cache_limit=config.cache_limit)
     train = None
     if not config.evaluate:
         steps = _cap(config.training_step_per_epoch)  # optimizer steps; the loader counts micro-batches
-        train = make_loader(config.data_path, "train", config.loader, config.batch_size,
+        # crop_size: the largest training resolution, which sizes the loader's batch memory once
+        train = make_loader(config.data_path, "train", config.loader, config.batch_size, crop_size=config.crop_size,
+                            crop_scale=config.crop_scale, crop_ratio=config.crop_ratio,
                             max_steps=steps and steps * config.accumulate, accumulate=config.accumulate, **common)
         _check_fits(config, ctx, train)
-    val = make_loader(config.data_path, "val", config.loader, config.batch_size,
+    val = make_loader(config.data_path, "val", config.loader, config.batch_size, crop_size=config.val_crop_size,
                       max_steps=_cap(config.eval_step_per_epoch), **common)
-    return train, val
+    if train is not None:
+        config = dataclasses.replace(config, shuffle_window=train.window)
+    return config, train, val
 
 
 def _check_fits(config, ctx, train):

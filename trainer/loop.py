@@ -40,6 +40,9 @@ class Training:
     position: Position
     static_loss_scale: float | None = None  # fp16's loss scale when fixed (overflowing steps are still skipped)
     check_syncs: bool = False  # raise HostSync at a host synchronisation inside a step past the warm-up
+    mixing: object = None      # trainer.mixing.Mixing, with --mixup/--cutmix
+    ema: object = None         # trainer.ema.EMA, with --ema
+    resolution: object = None  # epoch -> the side of its training crops (trainer.resolution); None: the loader's
 
     @property
     def step(self):
@@ -53,7 +56,8 @@ class Training:
     def state_dict(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "position": asdict(self.position),
-                "global_batch": self.global_batch, "steps_per_epoch": self.steps_per_epoch}
+                "global_batch": self.global_batch, "steps_per_epoch": self.steps_per_epoch,
+                "ema": self.ema.state_dict() if self.ema else None}
 
 
 def train_step(t, batches, checked):
@@ -71,8 +75,11 @@ def train_step(t, batches, checked):
         # gradients are all-reduced once per optimizer step, at its last micro-batch
         no_sync = t.step_model.no_sync if not last and hasattr(t.step_model, "no_sync") else contextlib.nullcontext
         with guard(), no_sync():
+            criterion = t.criterion
+            if t.mixing:
+                images, criterion = t.mixing(images, labels, criterion, t.position.global_step, micro)
             with autocast(t.device, t.amp_dtype):
-                loss = training_loss(t.criterion, t.step_model(images), labels) / t.accumulate
+                loss = training_loss(criterion, t.step_model(images), labels) / t.accumulate
             t.scaler.scale(loss).backward()
             loss_sum += loss.detach()
     with guard():
@@ -82,6 +89,9 @@ def train_step(t, batches, checked):
         t.scaler.update(t.static_loss_scale)  # None: grow and back off (dynamic)
     t.position.consumed += t.global_batch
     t.position.global_step += 1
+    if t.ema:
+        with guard():
+            t.ema.update(t.position.global_step)
     return loss_sum, waited
 
 
@@ -90,6 +100,9 @@ def train_epoch(t, loader, meter, log, print_freq, after_step):
     before it). `after_step(t)` returns None to go on, or why to stop now; that reason is returned, None when the
     epoch ended. The host waits for the device only at print boundaries (the meter's clock, the loss read there)."""
     t.step_model.train()
+    resolution = t.resolution(t.position.epoch) if t.resolution else None
+    if resolution:
+        loader.set_resolution(resolution)
     loader.set_epoch(t.position.epoch, start=t.position.consumed)
     batches = iter(loader)
     meter.start_epoch()
@@ -102,12 +115,38 @@ def train_epoch(t, loader, meter, log, print_freq, after_step):
         losses += 1
         stop = after_step(t)
         if t.step % print_freq == 0 or t.step == t.steps_per_epoch or stop is not None:
-            window = meter.close_window(t.position.epoch, t.position.global_step)
+            window = meter.close_window(t.position.epoch, t.position.global_step, resolution)
             log.train(t.position.epoch, t.step, t.steps_per_epoch, t.position.global_step, loss_sum.item() / losses,
                       t.schedule.lr, window)
             loss_sum.zero_()
             losses = 0
     return stop
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best evaluation so far: top-1, top-5, and which weights had it ("raw", or "ema" with --ema)."""
+    acc1: float | None = None
+    acc5: float | None = None
+    weights: str | None = None
+
+    @classmethod
+    def of(cls, saved):
+        return cls(saved["acc1_best"], saved["acc5_best"], saved.get("best_weights")) if saved else cls()
+
+    def after(self, results):
+        """(the best after `results`, {weights: Evaluation}; whether it is new)."""
+        scored = [(result.acc1, name, result) for name, result in results.items() if result.acc1 is not None]
+        if not scored:
+            return self, False
+        acc1, name, result = max(scored, key=lambda entry: entry[0])
+        if self.acc1 is not None and acc1 <= self.acc1:
+            return self, False
+        return Best(acc1, result.acc5, name), True
+
+    def state(self):
+        """What a checkpoint holds of it; model_best.pth's `best_weights` says which of its weights scored."""
+        return {"acc1_best": self.acc1, "acc5_best": self.acc5, "best_weights": self.weights}
 
 
 class Evaluation(NamedTuple):

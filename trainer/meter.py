@@ -37,6 +37,7 @@ class Window:
     images: int        # over all ranks
     seconds: float
     data_wait: float   # seconds blocked in next(loader)
+    resolution: int    # of the training crops
 
     @property
     def fps(self):
@@ -68,13 +69,14 @@ class ThroughputMeter:
             self.counted += 1
             self.data_wait += data_wait
 
-    def close_window(self, epoch, global_step):
-        """Time the counted steps since the last edge; None while the epoch is still in its skipped steps."""
+    def close_window(self, epoch, global_step, resolution):
+        """Time the counted steps since the last edge, at crops of `resolution`; None while the epoch is still in
+        its skipped steps."""
         if not self.counted:
             return None
         end = self.clock.mark()
         window = Window(epoch, global_step, self.counted * self.images_per_step,
-                        self.clock.seconds(self.start, end), self.data_wait)
+                        self.clock.seconds(self.start, end), self.data_wait, resolution)
         self.windows.append(window)
         self.start, self.counted, self.data_wait = end, 0, 0.0
         return window

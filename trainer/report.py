@@ -1,6 +1,7 @@
 """What a run leaves behind (rank 0 only): report.json and its summary on the console, a console line and a
 log.jsonl record per print window, TensorBoard scalars when tensorboard is installed (else a notice saying so)."""
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ class Trained:
     """What a training run measured, summed over its ranks."""
     steps_per_epoch: int
     global_step: int
-    best: tuple          # (top-1, top-5) of the best evaluation; (None, None) before any
+    best: object         # loop.Best: top-1, top-5 and weights of the best evaluation
     speed: dict          # ThroughputMeter.summary()
     windows: list        # the meter's Windows
     images_skipped: int  # corrupt samples the loader skipped
@@ -49,14 +50,16 @@ def run_report(config, ctx, run, eval_steps):
     measured. An evaluation-only run trained no epoch and timed no step."""
     if isinstance(run, Trained):
         epochs, steps, speed, training_time = config.epochs, run.steps_per_epoch, run.speed, run.training_time
-        acc1, acc5 = run.best
+        acc1, acc5 = run.best.acc1, run.best.acc5
         rest = dict(global_batch_size=config.batch_size * ctx.world_size * config.accumulate, loader=config.loader,
                     accumulate=config.accumulate, amp=config.amp,
                     channels_last=config.channels_last, compile=config.compile, lr=config.lr,
-                    lr_schedule=config.lr_schedule, global_step=run.global_step,
+                    lr_schedule=config.lr_schedule, global_step=run.global_step, best_weights=run.best.weights,
                     data_wait_share=_round(speed["data_wait_share"]), images_skipped=run.images_skipped,
                     counted_images=speed["counted_images"], val_images=run.val_images,
-                    train_fps_windows=[[w.step, _round(w.fps)] for w in run.windows])
+                    recipe=config.recipe, crop_size=config.crop_size, val_crop_size=config.val_crop_size,
+                    progressive=_ramp(config),
+                    train_fps_windows=[[w.step, _round(w.fps), w.resolution] for w in run.windows])
     else:
         result = run.evaluation
         epochs, steps, speed, training_time = 0, 0, {}, 0.0
@@ -70,6 +73,14 @@ def run_report(config, ctx, run, eval_steps):
         train_fps_mean=_round(speed.get("fps_mean")), train_fps_min=_round(speed.get("fps_min")),
         train_fps_max=_round(speed.get("fps_max")), training_time=_round(training_time), world_size=ctx.world_size,
         **rest)
+
+
+def _ramp(config):
+    """Progressive resizing as run, None without it."""
+    if config.min_res is None:
+        return None
+    return dict(min_res=config.min_res, max_res=config.crop_size, start_ramp=config.start_ramp,
+                end_ramp=config.end_ramp, res_multiple=config.res_multiple)
 
 
 def make_report(**fields):
@@ -88,6 +99,7 @@ class RunLog:
     def __init__(self, output_dir, enabled, append):
         """`append` for a resumed run, which goes on with the log of the run it resumes."""
         self.enabled = enabled
+        self.started = time.perf_counter()
         if enabled:
             self.jsonl = open(Path(output_dir) / "log.jsonl", "a" if append else "w")  # noqa: SIM115 (open all run)
             self.tensorboard = _summary_writer(Path(output_dir) / "tensorboard")
@@ -99,16 +111,17 @@ class RunLog:
         print(f"epoch {epoch} step {step}/{steps}  loss {loss:.4f}  lr {lr:.4g}  {speed}", flush=True)
         record = {"loss": loss, "lr": lr}
         if window:
-            record.update(img_s=window.fps, data_wait_share=window.wait_share)
+            record.update(img_s=window.fps, data_wait_share=window.wait_share, resolution=window.resolution)
         self._write("train", record, epoch, global_step)
 
-    def eval(self, epoch, global_step, result):
-        """`result`: a loop.Evaluation."""
+    def eval(self, epoch, global_step, result, phase="val"):
+        """`result`: a loop.Evaluation; `phase` val, or val_ema for the averaged weights."""
         if not self.enabled:
             return
-        print(f"epoch {epoch} validation  acc@1 {result.acc1:.3f}  acc@5 {result.acc5:.3f}  loss {result.loss:.4f}  "
-              f"over {result.images} images", flush=True)
-        self._write("val", result._asdict(), epoch, global_step)
+        which = " (EMA)" if phase == "val_ema" else ""
+        print(f"epoch {epoch} validation{which}  acc@1 {result.acc1:.3f}  acc@5 {result.acc5:.3f}  "
+              f"loss {result.loss:.4f}  over {result.images} images", flush=True)
+        self._write(phase, result._asdict(), epoch, global_step)
 
     def close(self):
         if self.enabled:
@@ -117,7 +130,9 @@ class RunLog:
                 self.tensorboard.close()
 
     def _write(self, phase, record, epoch, global_step):
-        self.jsonl.write(json.dumps({"phase": phase, "epoch": epoch, "global_step": global_step, **record}) + "\n")
+        seconds = round(time.perf_counter() - self.started, 3)  # since this process started training: the time axis
+        self.jsonl.write(json.dumps({"phase": phase, "epoch": epoch, "global_step": global_step, "seconds": seconds,
+                                     **record}) + "\n")
         self.jsonl.flush()
         if self.tensorboard:
             for name, value in record.items():
