@@ -1,12 +1,13 @@
-"""`python -m bench [prep|loaders|train|doctor] [options]`; no subcommand runs the three benchmarks with defaults.
-`doctor` is the self-check of this machine's paths, not a benchmark."""
+"""`python -m bench [prep|loaders|train|recipes|doctor] [options]`; no subcommand runs the three benchmarks with
+defaults. `recipes` (fixed resolution against progressive resizing and EMA, minutes of training) runs only when
+named; `doctor` is the self-check of this machine's paths, not a benchmark."""
 import importlib
 import sys
 
 from common.errors import DataError
 
 SUITES = ("loaders", "train", "prep")
-COMMANDS = (*SUITES, "doctor")
+COMMANDS = (*SUITES, "recipes", "doctor")
 
 
 def main(argv=None):

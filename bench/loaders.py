@@ -31,9 +31,11 @@ cache's cold start), the bytes downloaded per epoch over the dataset's bytes, an
 directory (sampled every millisecond) over its limit.
 """
 import contextlib
+import hashlib
 import importlib.util
 import io
 import math
+import os
 import statistics
 import tempfile
 import threading
@@ -363,6 +365,7 @@ def remote_main(args):
     limit = int(REMOTE_CACHE_SHARE * data_bytes)
     with s3_server(), tempfile.TemporaryDirectory() as scratch:
         url = upload(data_path, store.join(make_bucket("bench"), "shards"))
+        fetch = fetch_cost(url, train, Path(scratch) / "fetch")
         runs = {name: [] for name in args.backends}
         for round_number in range(args.rounds):
             for name in runs:
@@ -372,11 +375,12 @@ def remote_main(args):
                       f"{format_remote(runs[name][-1], data_bytes, limit)}", flush=True)
     table = {name: summarise_remote(rounds, data_bytes, limit) for name, rounds in runs.items()}
     print_remote_table(table, args, train, data_bytes, limit)
+    print_fetch_cost(fetch, table, train)
     path = results.save("loaders-remote", {
         "data_path": str(data_path), "url": "s3:// on moto's server, 127.0.0.1", "train_images": train["samples"],
         "train_shards": len(train["shards"]), "data_bytes": data_bytes, "cache_limit": limit,
         "batch_size": args.batch_size, "workers": args.workers, "rounds": args.rounds, "epochs": REMOTE_EPOCHS,
-        "crop_size": 224, "loaders": table})
+        "crop_size": 224, "loaders": table, "fetch_alone": fetch})
     print(f"saved {path}")
     return 0
 
@@ -424,6 +428,39 @@ def time_remote_round(name, data_path, url, limit, cache_dir, args):
     run["peak_cache_bytes"] = held.peak
     run["peak_reserved_bytes"] = remote.cache.stats.peak_bytes
     return run
+
+
+def fetch_cost(url, train, folder):
+    """Every train shard fetched once and checked against its sha256, alone: wall seconds, and the CPU seconds this
+    process spent downloading and hashing (what the cache's fetches take from the cores that decode)."""
+    folder.mkdir()
+    began, cpu = time.perf_counter(), _cpu_seconds()
+    for shard in train["shards"]:
+        store.download(store.join(url, shard["name"]), folder / shard["name"])
+    downloaded, cpu_downloading = time.perf_counter(), _cpu_seconds() - cpu
+    for shard in train["shards"]:
+        digest = hashlib.sha256((folder / shard["name"]).read_bytes()).hexdigest()
+        if digest != shard["sha256"]:
+            raise SystemExit(f"bench: {url}/{shard['file']} came back changed")
+    return {"seconds": time.perf_counter() - began, "download_seconds": downloaded - began,
+            "download_cpu_s": cpu_downloading, "hash_cpu_s": _cpu_seconds() - cpu - cpu_downloading}
+
+
+def _cpu_seconds():
+    times = os.times()
+    return times.user + times.system
+
+
+def print_fetch_cost(fetch, table, train):
+    cores = len(os.sched_getaffinity(0))
+    cost = fetch["download_cpu_s"] + fetch["hash_cpu_s"]
+    print(f"fetching the {len(train['shards'])} train shards once, alone: {fetch['seconds']:.2f} s; this process's "
+          f"CPU: {fetch['download_cpu_s']:.2f} s downloading + {fetch['hash_cpu_s']:.2f} s checking sha256 (the "
+          "server's own CPU besides)")
+    for name, row in table.items():
+        epoch_s = train["samples"] / row["epochs"][0]["local_images_per_s"]
+        print(f"{name:>10}: a local epoch is {epoch_s:.2f} s x {cores} cores = {epoch_s * cores:.1f} core-s; "
+              f"fetching it takes {cost / (epoch_s * cores):.0%} of them")
 
 
 def time_epoch(loader, epoch, skip):

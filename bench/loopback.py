@@ -1,6 +1,14 @@
-"""A real S3-compatible server on 127.0.0.1 (moto's standalone server) for `bench loaders --remote` and the tests."""
-import logging
+"""A real S3-compatible server on 127.0.0.1 (moto's standalone server) for `bench loaders --remote` and the tests.
+
+It runs in a process of its own, as a store runs on machines of its own: moto's in-process threaded server would
+take the interpreter lock from the loader it serves (on the bench, 20 % of the `cpu` backend's throughput)."""
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 
 AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -11,13 +19,12 @@ def s3_server():
     """Run moto's S3 server on a free loopback port, with the AWS environment pointing at it (s3fs reads
     AWS_ENDPOINT_URL), and yield its endpoint URL; the environment is restored and the server stopped after."""
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # werkzeug logs every request
+    _wait_until_up(endpoint, server)
     saved = {name: os.environ.get(name) for name in (*AWS, "AWS_ENDPOINT_URL")}
     os.environ.update(AWS, AWS_ENDPOINT_URL=endpoint)
     s3fs.S3FileSystem.clear_instance_cache()  # an instance made before would keep its endpoint
@@ -30,7 +37,29 @@ def s3_server():
             else:
                 os.environ[name] = value
         s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
+        server.terminate()
+        server.wait()
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_up(endpoint, server, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto's S3 server did not start on {endpoint}") from None
+            time.sleep(0.05)
 
 
 def make_bucket(name):

@@ -10,7 +10,7 @@ def plot_train(result, path, loaders_result=None):
     fig, ax = plt.subplots(figsize=(9, 5))
     colors = {}
     for name, row in result["loaders"].items():
-        steps, fps = zip(*row["windows"])
+        steps, fps = zip(*(window[:2] for window in row["windows"]))  # [step, fps, resolution]
         line, = ax.plot(steps, fps, marker="o", label=f"trainer + {name} (mean {row['train_fps_mean']:.0f})")
         colors[name] = line.get_color()
     ax.axhline(result["bare_loop"]["images_per_s"], color="black", linewidth=1,
@@ -33,6 +33,36 @@ def plot_train(result, path, loaders_result=None):
         fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_recipes(result, path):
+    """Top-1 after each epoch over the seconds since training started, per run of `bench recipes`; dashed: the EMA
+    run's averaged weights beside its raw ones."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for name, run in result["runs"].items():
+        sizes = " → ".join(str(size) for size in dict.fromkeys(run["resolutions"]))  # the ramp's steps, in order
+        line, = ax.plot(*_accuracy_curve(run["val"]), marker="o",
+                        label=f"{name}, {sizes} px ({run['training_time']:.0f} s)")
+        if run["val_ema"]:
+            ax.plot(*_accuracy_curve(run["val_ema"]), marker="s", linestyle="--", color=line.get_color(),
+                    label=f"{name}, EMA weights")
+    ax.set_xlabel("seconds since training started (a point: an epoch's validation)")
+    ax.set_ylabel(f"top-1 % at {result['val_crop_size']} px")
+    ax.set_title(f"{result['model']}, {result['epochs']} epochs, batch {result['batch_size']}, seed {result['seed']}, "
+                 f"{result['loader']} loader, {result['device']}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_file(path) as f:
+        fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _accuracy_curve(validations):
+    """(seconds, top-1) of a run's validations, for ax.plot."""
+    return [v["seconds"] for v in validations], [v["acc1"] for v in validations]
 
 
 def _pyplot():
