@@ -46,6 +46,7 @@ PASS, FAIL, NOT_RUN = "pass", "FAIL", "not run"
 FORMATS = ((torch.float32, False), (torch.float16, True), (torch.bfloat16, True))
 LOADER_GEOMETRY = dict(crop_size=32, val_size=36, workers=2)
 LOADER_BATCH = 8
+RESIZED = 24  # a train pass at a side below crop_size (progressive resizing), after one at full size
 # The trainer's step checks and speed runs, sized to finish in minutes: the CPU ones are only a smoke test.
 SIZES = {
     "cuda": dict(step_model="resnet50", step_crop=128, step_batch=32, speed_model="resnet50", speed_crop=224,
@@ -196,15 +197,23 @@ def _check_backend(data, backend, device):
             _check_epoch(data, backend, device, split, dtype, channels_last)
     what = "shapes, dtypes, layouts" if backend == "synthetic" else \
         f"{colours.TRAIN} train + {colours.VAL} val images each: labels, colours, coverage"
-    return f"fp32/NCHW, fp16/CL, bf16/CL x train, val: {what}"
+    return f"fp32/NCHW, fp16/CL, bf16/CL x train (then at {RESIZED} px), val: {what}"
 
 
 def _check_epoch(data, backend, device, split, dtype, channels_last):
     loader = pipeline.make_loader(data, split, backend, LOADER_BATCH, device=device, dtype=dtype,
                                   channels_last=channels_last, **LOADER_GEOMETRY)
+    sides = (LOADER_GEOMETRY["crop_size"], RESIZED) if split == "train" else (LOADER_GEOMETRY["crop_size"],)
+    for side in sides:  # the same loader: a resized pass reuses its workers, ring or DALI pipeline
+        if split == "train":
+            loader.set_resolution(side)
+        _check_pass(loader, backend, device, split, dtype, channels_last, side)
+
+
+def _check_pass(loader, backend, device, split, dtype, channels_last, side):
     loader.set_epoch(1)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    where = f"{split} {dtype} {'channels_last' if channels_last else 'NCHW'}"
+    where = f"{split} {dtype} {'channels_last' if channels_last else 'NCHW'} {side} px"
     ids, labels, steps = [], [], 0
     for images, batch_labels in loader:
         steps += 1
@@ -212,7 +221,7 @@ def _check_epoch(data, backend, device, split, dtype, channels_last):
                f"{where}: batch on {images.device}/{batch_labels.device}, asked for {device}")
         expect(images.dtype == dtype and images.is_contiguous(memory_format=memory_format),
                f"{where}: images are {images.dtype} with strides {images.stride()}")
-        expect(images.shape[1:] == (3, 32, 32) and batch_labels.dtype == torch.int64,
+        expect(images.shape[1:] == (3, side, side) and batch_labels.dtype == torch.int64,
                f"{where}: images {tuple(images.shape)}, labels {batch_labels.dtype}")
         expect(colours.in_range(images), f"{where}: values outside the normalised range of 0..255 pixels")
         ids.extend(colours.identify(images))

@@ -18,6 +18,7 @@ def test_doctor_runs_the_cpu_subset_and_names_what_it_could_not_run(tmp_path):
     assert {"loader cpu on cpu", "loader dali-cpu on cpu", "loader synthetic on cpu",
             "train step amp fp16, channels_last", "train step amp bf16, channels_last",
             "ddp gloo, 2 ranks", "img/s synthetic", "img/s cpu", "img/s dali-cpu"} <= passed
+    assert all("then at 24 px" in rows[f"loader {name} on cpu"]["figure"] for name in ("cpu", "dali-cpu", "synthetic"))
     assert rows["loader dali on cpu"]["result"] == "not run"
     assert "CUDA" in rows["loader dali on cpu"]["figure"]
     assert rows["train step amp bf16, channels_last, compiled"]["result"] == "not run"
