@@ -478,11 +478,13 @@ def time_epoch(loader, epoch, skip):
 
 
 class DirectoryBytes:
-    """The most bytes the files of a folder held, sampled about every millisecond by a thread while entered."""
+    """The most bytes the files of a folder held (`peak`), sampled about every millisecond by a thread while entered
+    (`samples` times)."""
 
     def __init__(self, folder):
         self.folder = folder
         self.peak = 0
+        self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -497,6 +499,7 @@ class DirectoryBytes:
     def _watch(self):
         while not self._stop.wait(0.001):
             self.peak = max(self.peak, self._bytes())
+            self.samples += 1
 
     def _bytes(self):
         total = 0

@@ -27,12 +27,7 @@ def plot_train(result, path, loaders_result=None):
     ax.set_title(f"{result['model']} at {result['crop_size']} px, batch {result['batch_size']}, amp {result['amp']}, "
                  f"{result['device']}")
     ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_file(path) as f:
-        fig.savefig(f, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def plot_recipes(result, path):
@@ -52,17 +47,21 @@ def plot_recipes(result, path):
     ax.set_title(f"{result['model']}, {result['epochs']} epochs, batch {result['batch_size']}, seed {result['seed']}, "
                  f"{result['loader']} loader, {result['device']}")
     ax.legend(fontsize=8, loc="lower right")
+    return _save(plt, fig, ax, path)
+
+
+def _accuracy_curve(validations):
+    """(seconds, top-1) of a run's validations, for ax.plot."""
+    return [v["seconds"] for v in validations], [v["acc1"] for v in validations]
+
+
+def _save(plt, fig, ax, path):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_file(path) as f:
         fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return path
-
-
-def _accuracy_curve(validations):
-    """(seconds, top-1) of a run's validations, for ax.plot."""
-    return [v["seconds"] for v in validations], [v["acc1"] for v in validations]
 
 
 def _pyplot():

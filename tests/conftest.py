@@ -250,43 +250,21 @@ def http_window_shards(window_shards, http_server):
     return f"{http_server.url}/window-shards"
 
 
-class CacheSize:
-    """Samples the bytes under a node-local cache's shards/ folder (complete copies and copies being written) every
-    millisecond or so while it is entered, from a thread; `peak` is the most it saw, `samples` how often it looked."""
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two cores shared by several processes (ranks, loader workers): more torch threads only contend."""
+    import torch
 
-    def __init__(self, cache_dir):
-        import threading
-
-        self.folder = cache_dir / "shards"
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self):
-        while not self._stop.wait(0.001):
-            self.peak = max(self.peak, self._bytes())
-            self.samples += 1
-
-    def _bytes(self):
-        import contextlib
-
-        total = 0
-        for path in self.folder.glob("*") if self.folder.is_dir() else ():
-            with contextlib.suppress(FileNotFoundError):  # evicted or renamed between the listing and the stat
-                total += path.stat().st_size
-        return total
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
 def cache_watch():
-    """cache_watch(cache_dir) -> a CacheSize to enter around the reads it watches."""
-    return CacheSize
+    """cache_watch(cache_dir) -> bench's DirectoryBytes over its shards/ folder (complete copies and copies being
+    written), to enter around the reads it watches."""
+    from bench.loaders import DirectoryBytes
+
+    return lambda cache_dir: DirectoryBytes(cache_dir / "shards")

@@ -7,7 +7,6 @@ import json
 import types
 
 import pytest
-import torch
 
 from bench import recipes, results
 from prep import imagenet, sample
@@ -25,16 +24,8 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_three_runs_same_epochs_and_seed_each_epoch_at_its_resolution(shards, tmp_path, monkeypatch, capsys,
-                                                                      one_thread):
+                                                                      one_torch_thread):
     monkeypatch.setattr(results, "save", functools.partial(results.save, out_dir=tmp_path / "results"))
     ramp_flags = [f"--{name.replace('_', '-')} {value}" for name, value in RAMP.items()]
     argv = f"--data-path {shards} --device cpu --epochs 3 --batch-size 8 --seed 7 --val-crop-size 40 --ema 0.9"

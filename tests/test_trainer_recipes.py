@@ -20,12 +20,7 @@ RUN = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--val-size"
        "--ema", "0.9", "--ema-every", "2", "--mixup", "0.2", "--cutmix", "1.0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ramp(**given):

@@ -19,13 +19,7 @@ TINY = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--crop-siz
         "--workers", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores shared by several processes: more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train(*args):
