@@ -123,6 +123,12 @@ def test_each_epoch_trains_at_its_resolution_and_validates_at_its_own(unbroken):
     assert report["best_weights"] in ("raw", "ema")
 
 
+def test_the_console_says_the_resolution_of_each_window(sample_shards, tmp_path, capsys):
+    main([*RUN, "--epochs", "2", "--data-path", str(sample_shards), "--output-dir", str(tmp_path)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "img/s" in line and "skipped" not in line]
+    assert {line.split(" at ")[-1] for line in lines} == {"16 px", "24 px"}
+
+
 def test_a_run_stopped_mid_ramp_resumes_to_the_unbroken_weights_and_average(unbroken, sample_shards, tmp_path):
     expected = saved(unbroken[0])
     out = tmp_path / "stopped"

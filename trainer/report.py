@@ -107,7 +107,10 @@ class RunLog:
     def train(self, epoch, step, steps, global_step, loss, lr, window):
         if not self.enabled:
             return
-        speed = f"img/s {window.fps:9.1f}  data-wait {window.wait_share:4.0%}" if window else "img/s (skipped steps)"
+        speed = "img/s (skipped steps)"
+        if window:
+            at = f"  at {window.resolution} px" if window.resolution else ""
+            speed = f"img/s {window.fps:9.1f}  data-wait {window.wait_share:4.0%}{at}"
         print(f"epoch {epoch} step {step}/{steps}  loss {loss:.4f}  lr {lr:.4g}  {speed}", flush=True)
         record = {"loss": loss, "lr": lr}
         if window:
