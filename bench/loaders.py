@@ -28,12 +28,14 @@ REMOTE_SHARD images, made once under build/bench/remote), and reads them through
 REMOTE_CACHE_SHARE of the data, beside the local shards read in the same shard-window order, for REMOTE_EPOCHS
 epochs a round, alternating. It gives the remote img/s over local img/s after each epoch's first window (the
 cache's cold start), the bytes downloaded per epoch over the dataset's bytes, and the peak bytes of the cache
-directory (sampled every millisecond) over its limit.
+directory (sampled every millisecond) over its limit. `--remote --data-path s3://bucket/prefix` (or gs://, https://)
+reads your store instead of the loopback server, beside a local copy of its data fetched first.
 """
 import contextlib
 import hashlib
 import importlib.util
 import io
+import json
 import math
 import os
 import statistics
@@ -66,13 +68,15 @@ DECODE_SAMPLES = 100
 DALI_NEEDS = "the dali backends need NVIDIA DALI (pip install 'imagenet-feed[dali]'), dali a GPU as well"
 REMOTE_IMAGES, REMOTE_SHARD = 3200, 100  # the default --remote data: 32 train shards
 REMOTE_CACHE_SHARE = 0.3  # the cache limit, a share of the train shards' bytes
+LOOPBACK = "s3:// on moto's server, 127.0.0.1"
 REMOTE_EPOCHS = 2  # a round: the first epoch from a cold cache, the next from what it kept
 
 
 def parse_args(argv):
     parser = Parser("bench loaders", prog="python -m bench loaders", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-path", type=Path, help="prep output dir (default: an ImageNet-sized sample "
-                        "under build/bench/data)")
+    parser.add_argument("--data-path", help="prep output dir (default: an ImageNet-sized sample under "
+                        "build/bench/data); with --remote also a URL, which is then read instead of the loopback "
+                        "server, beside a local copy fetched first")
     parser.add_argument("--batch-size", type=integer(1), default=64)
     parser.add_argument("--workers", type=integer(1), default=default_workers(),
                         help="workers/threads (default: cores)")
@@ -97,10 +101,15 @@ def parse_args(argv):
     unusable = [b for b in args.backends if b not in usable]
     if unusable:  # an optional part missing: one line saying what to install
         parser.error(f"--backends {','.join(unusable)} cannot run here: {DALI_NEEDS}")
-    if args.data_path and not args.remote:
-        check_data(parser, args)
-    if args.data_path and args.remote:
-        parser.prep_output("--data-path", args.data_path)
+    if args.data_path and store.is_url(args.data_path):
+        if not args.remote:
+            parser.error(f"--data-path {args.data_path} is a URL: it is measured with --remote")
+    elif args.data_path:
+        args.data_path = Path(args.data_path)
+        if args.remote:
+            parser.prep_output("--data-path", args.data_path)
+        else:
+            check_data(parser, args)
     if args.remote and not all(importlib.util.find_spec(name) for name in ("s3fs", "moto")):
         parser.error("--remote needs s3fs and moto[server]: pip install 'imagenet-feed[remote]' 'moto[server]'")
     return args
@@ -357,27 +366,37 @@ def print_resume_table(table, images, start):
 # --- --remote: a URL's data through the node-local cache against local disk ----------------------------------------
 
 def remote_main(args):
-    from bench.loopback import make_bucket, s3_server
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory())
+        if args.data_path and store.is_url(args.data_path):
+            url, where = args.data_path, args.data_path
+            data_path = local_copy(url, Path(scratch) / "local")
+        else:
+            from bench.loopback import make_bucket, s3_server
 
-    data_path = args.data_path or remote_shards()
+            stack.enter_context(s3_server())
+            data_path = args.data_path or remote_shards()
+            url, where = upload(data_path, store.join(make_bucket("bench"), "shards")), LOOPBACK
+        return _measure_remote(args, url, where, data_path, scratch)
+
+
+def _measure_remote(args, url, where, data_path, scratch):
     train = read_manifest(data_path)["splits"]["train"]
     data_bytes = sum(shard["bytes"] for shard in train["shards"])
     limit = int(REMOTE_CACHE_SHARE * data_bytes)
-    with s3_server(), tempfile.TemporaryDirectory() as scratch:
-        url = upload(data_path, store.join(make_bucket("bench"), "shards"))
-        fetch = fetch_cost(url, train, Path(scratch) / "fetch")
-        runs = {name: [] for name in args.backends}
-        for round_number in range(args.rounds):
-            for name in runs:
-                cache_dir = Path(scratch) / f"cache-{round_number}-{name}"
-                runs[name].append(time_remote_round(name, data_path, url, limit, cache_dir, args))
-                print(f"round {round_number + 1}/{args.rounds} {name:>9}: "
-                      f"{format_remote(runs[name][-1], data_bytes, limit)}", flush=True)
+    fetch = fetch_cost(url, train, Path(scratch) / "fetch")
+    runs = {name: [] for name in args.backends}
+    for round_number in range(args.rounds):
+        for name in runs:
+            cache_dir = Path(scratch) / f"cache-{round_number}-{name}"
+            runs[name].append(time_remote_round(name, data_path, url, limit, cache_dir, args))
+            print(f"round {round_number + 1}/{args.rounds} {name:>9}: "
+                  f"{format_remote(runs[name][-1], data_bytes, limit)}", flush=True)
     table = {name: summarise_remote(rounds, data_bytes, limit) for name, rounds in runs.items()}
-    print_remote_table(table, args, train, data_bytes, limit)
+    print_remote_table(table, args, train, data_bytes, limit, where)
     print_fetch_cost(fetch, table, train)
     path = results.save("loaders-remote", {
-        "data_path": str(data_path), "url": "s3:// on moto's server, 127.0.0.1", "train_images": train["samples"],
+        "data_path": str(data_path), "url": where, "train_images": train["samples"],
         "train_shards": len(train["shards"]), "data_bytes": data_bytes, "cache_limit": limit,
         "batch_size": args.batch_size, "workers": args.workers, "rounds": args.rounds, "epochs": REMOTE_EPOCHS,
         "crop_size": 224, "loaders": table, "fetch_alone": fetch})
@@ -397,6 +416,18 @@ def remote_shards():
         if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--shard-size", str(REMOTE_SHARD)]):
             raise SystemExit(f"bench: prep of the sample in {out / 'src'} failed")
     return shards
+
+
+def local_copy(url, folder):
+    """The prep output at `url` fetched into `folder`, manifest last: the local-disk side of the comparison."""
+    folder.mkdir()
+    manifest = store.read_text(store.join(url, MANIFEST))
+    for split in json.loads(manifest)["splits"].values():
+        for shard in split["shards"]:
+            for name in (shard["name"], shard["index"]):
+                store.download(store.join(url, name), folder / name)
+    (folder / MANIFEST).write_text(manifest)
+    return folder
 
 
 def upload(data_path, url):
@@ -543,9 +574,9 @@ def summarise_remote(rounds, data_bytes, limit):
             "rounds": rounds}
 
 
-def print_remote_table(table, args, train, data_bytes, limit):
+def print_remote_table(table, args, train, data_bytes, limit, where):
     window = next(iter(table.values()))["window"]
-    print(f"\ns3:// (moto on 127.0.0.1) through the node-local cache vs local disk, the same shard-window order: "
+    print(f"\n{where} through the node-local cache vs local disk, the same shard-window order: "
           f"{train['samples']} train images in {len(train['shards'])} shards, {data_bytes / 1e6:.0f} MB; cache limit "
           f"{limit / 1e6:.0f} MB ({REMOTE_CACHE_SHARE:.0%}), windows of {window} shards; batch {args.batch_size}, "
           f"{args.workers} workers, {args.rounds} rounds (medians); img/s after each epoch's first window")

@@ -107,3 +107,30 @@ def test_the_synthetic_backend_takes_its_sizes_from_a_urls_manifest(s3_window_sh
     loader = pipeline.make_loader(s3_window_shards, "train", "synthetic", BATCH, device="cpu", crop_size=CROP)
     assert len(loader) == len(samples(window_shards, "train")) // BATCH
     assert loader.window is None and loader.cache is None
+
+
+def test_bench_loaders_remote_measures_a_url_beside_a_local_copy_of_it(http_store, http_window_shards, tmp_path,
+                                                                          monkeypatch, capsys):
+    import functools
+    import json
+
+    from bench import loaders, results
+
+    monkeypatch.setattr(results, "save", functools.partial(results.save, out_dir=tmp_path))
+    assert loaders.main(["--remote", "--data-path", http_window_shards, "--backends", "cpu", "--rounds", "1",
+                         "--batch-size", "4", "--workers", "1"]) == 0
+    saved = json.loads(next(tmp_path.glob("loaders-remote-*.json")).read_text())
+    cold = saved["loaders"]["cpu"]["epochs"][0]
+    assert saved["url"] == http_window_shards and saved["train_shards"] == 20
+    assert cold["downloaded_ratio"] == pytest.approx(1.0) and cold["remote_images_per_s"] > 0
+    assert 0 < saved["loaders"]["cpu"]["peak_cache_ratio"] <= 1.0
+    assert f"{http_window_shards} through the node-local cache" in capsys.readouterr().out
+
+
+def test_bench_loaders_takes_a_url_only_with_remote(http_window_shards, capsys):
+    from bench import loaders
+
+    with pytest.raises(SystemExit) as exit_:
+        loaders.main(["--data-path", http_window_shards])
+    assert exit_.value.code == 2
+    assert f"--data-path {http_window_shards} is a URL: it is measured with --remote" in capsys.readouterr().err
