@@ -19,11 +19,10 @@ class Mixing:
         rng = np.random.default_rng([self.seed, global_step, micro, self.rank, 3])
         use_cutmix = self.cutmix > 0 and (self.mixup <= 0 or rng.random() < self.switch_prob)
         lam = float(rng.beta(*(2 * [self.cutmix if use_cutmix else self.mixup])))
-        other = images.flip(0)
         if use_cutmix:
-            images, lam = _paste_box(images, other, lam, rng)
+            images, lam = _paste_box(images, lam, rng)
         else:
-            images = images.lerp(other, 1 - lam)
+            images = images.lerp(images.flip(0), 1 - lam)
         reversed_labels = labels.flip(0)
 
         def mixed(logits, _labels):
@@ -31,8 +30,9 @@ class Mixing:
         return images, mixed
 
 
-def _paste_box(images, other, lam, rng):
-    """`images` with a box of `other` pasted, covering about 1 - lam of the area; the exact share kept, as lam."""
+def _paste_box(images, lam, rng):
+    """`images` with a box of the batch reversed pasted, covering about 1 - lam of the area; the exact share kept,
+    as lam. Only the box is flipped: the rest of the reversed batch is never needed."""
     height, width = images.shape[-2:]
     cut = math.sqrt(1 - lam)
     box_h, box_w = int(height * cut), int(width * cut)
@@ -40,5 +40,5 @@ def _paste_box(images, other, lam, rng):
     top, bottom = max(cy - box_h // 2, 0), min(cy + box_h // 2, height)
     left, right = max(cx - box_w // 2, 0), min(cx + box_w // 2, width)
     pasted = images.clone()
-    pasted[..., top:bottom, left:right] = other[..., top:bottom, left:right]
+    pasted[..., top:bottom, left:right] = images[..., top:bottom, left:right].flip(0)
     return pasted, 1 - (bottom - top) * (right - left) / (height * width)
