@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import store
+from common.digest import file_digest
 from common.errors import DamagedShard
 
 PRESENT, RESERVED = "present", "reserved"  # what claim() found: a copy now pinned, or room reserved to write one
-HASH_CHUNK = 1 << 22
 _lock_fds = set()  # this process's open lock descriptors
 _lock_fds_mutex = threading.Lock()
 
@@ -174,7 +174,7 @@ class ShardCache:
             except store.TooLarge as error:
                 raise DamagedShard(f"{error}: the shard was changed after prep") from None
             self.stats.downloaded(part.stat().st_size)
-            if _sha256(part) == copy.sha256:
+            if file_digest(part) == copy.sha256:
                 break
         else:
             raise DamagedShard(f"{copy.url}: two downloads differ from the manifest's sha256; the shard is damaged "
@@ -259,11 +259,3 @@ def _try_flock(fd, kind):
     except BlockingIOError:
         return False
     return True
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -5,17 +5,16 @@ Readers take a prefix without manifest.json for no dataset, so until its manifes
 invisible to them; an upload that was stopped resumes by sending only what the bucket lacks.
 """
 import base64
-import hashlib
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import store
+from common.digest import file_digest
 from common.errors import MissingData
 from common.layout import MANIFEST
 from prep.progress import progress
-from prep.tario import CHUNK
 
 WRITABLE = ("s3://", "gs://", "gcs://")
 # Files in flight: s3fs already sends a large file's parts in parallel; this is for the many small ones. s3fs
@@ -103,7 +102,7 @@ def already_there(path, listed):
     if listed is None or listed["size"] != path.stat().st_size:
         return False
     md5 = stated_md5(listed)
-    return md5 is None or md5 == _md5(path)
+    return md5 is None or md5 == file_digest(path, "md5")
 
 
 def stated_md5(listed):
@@ -113,11 +112,3 @@ def stated_md5(listed):
         return base64.b64decode(listed["md5Hash"]).hex()
     etag = str(listed.get("ETag", "")).strip('"')
     return etag if MD5.fullmatch(etag) else None
-
-
-def _md5(path):
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -5,7 +5,6 @@ Each tar is re-hashed and re-read (size, sha256, member pairs, labels in range, 
 against the same counts. Prints one line per mismatch and exits non-zero if there is any. An output at a URL is
 checked the same way, one shard at a time through a temp file.
 """
-import hashlib
 import importlib.util
 import json
 import sys
@@ -17,11 +16,12 @@ from pathlib import Path
 
 from common import store
 from common.cli import Parser, input_dir_problem
+from common.digest import file_digest
 from common.errors import DataError
 from common.layout import LISTS, MANIFEST, parse_list_line
 from prep import remote
 from prep.progress import progress
-from prep.tario import CHUNK, KEY, unsafe_reason
+from prep.tario import KEY, unsafe_reason
 
 
 class Folder:
@@ -142,7 +142,7 @@ def _read_tar(path, shard, num_classes, bar):
         size = path.stat().st_size
         if size != shard["bytes"]:
             return None, [f"{size} bytes, the manifest says {shard['bytes']}"]
-        if _sha256(path, bar) != shard["sha256"]:
+        if file_digest(path, on_chunk=bar.update) != shard["sha256"]:
             damage.append("sha256 differs from the manifest")
         labels = _labels(path, num_classes)
     except OSError as error:
@@ -152,15 +152,6 @@ def _read_tar(path, shard, num_classes, bar):
     if len(labels) != shard["samples"]:
         damage.append(f"{len(labels)} samples, the manifest says {shard['samples']}")
     return labels, damage
-
-
-def _sha256(path, bar):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
 
 
 def _labels(path, num_classes):
