@@ -1,5 +1,6 @@
-"""The benches' default data: an ImageNet-sized prep sample (about 500x375 JPEGs at quality 90), shards and
-folder layout, with at least as many train images as a bench reads in one epoch; made once, then reused."""
+"""The benches' default data: prep samples made once under build/bench, then reused. The default one is
+ImageNet-sized (about 500x375 JPEGs at quality 90), shards and folder layout, with at least as many train images as
+a bench reads in one epoch."""
 import math
 from pathlib import Path
 
@@ -11,14 +12,19 @@ VAL_PER_CLASS = 4
 
 
 def imagenet_sized_shards(train_images):
-    from prep import imagenet, sample
-
     per_class = math.ceil(train_images / CLASSES)
-    out = ROOT / f"{CLASSES}x{per_class}"
+    return prepped_sample(ROOT / f"{CLASSES}x{per_class}", ["--layout", "both"], classes=CLASSES,
+                          train_per_class=per_class, val_per_class=VAL_PER_CLASS, size="imagenet")
+
+
+def prepped_sample(out, prep_flags=(), **sample):
+    """The shards of prep.sample's write_sample(**sample) under `out`, prepped with `prep_flags`; made once."""
+    from prep import imagenet
+    from prep.sample import write_sample
+
     shards = out / "shards"
     if not has_manifest(shards):
-        sample.write_sample(out / "src", classes=CLASSES, train_per_class=per_class, val_per_class=VAL_PER_CLASS,
-                            size="imagenet", progress=True)
-        if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--layout", "both"]):
+        write_sample(out / "src", progress=True, **sample)
+        if imagenet.main(["--src", str(out / "src"), "--out", str(shards), *prep_flags]):
             raise SystemExit(f"bench: prep of the sample in {out / 'src'} failed")
     return shards

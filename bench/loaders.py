@@ -48,7 +48,7 @@ import torch
 
 import pipeline
 from bench import results
-from bench.data import imagenet_sized_shards
+from bench.data import imagenet_sized_shards, prepped_sample
 from common import store
 from common.cli import Parser, integer, prepped_images
 from common.digest import file_digest
@@ -406,16 +406,8 @@ def _measure_remote(args, url, where, data_path, scratch):
 
 def remote_shards():
     """An ImageNet-sized sample in shards of REMOTE_SHARD images (enough for windows), made once."""
-    from prep import imagenet, sample
-
-    out = Path("build/bench/remote")
-    shards = out / "shards"
-    if not (shards / MANIFEST).is_file():
-        sample.write_sample(out / "src", classes=10, train_per_class=REMOTE_IMAGES // 10, val_per_class=4,
-                            size="imagenet", progress=True)
-        if imagenet.main(["--src", str(out / "src"), "--out", str(shards), "--shard-size", str(REMOTE_SHARD)]):
-            raise SystemExit(f"bench: prep of the sample in {out / 'src'} failed")
-    return shards
+    return prepped_sample(Path("build/bench/remote"), ["--shard-size", str(REMOTE_SHARD)], classes=10,
+                          train_per_class=REMOTE_IMAGES // 10, val_per_class=4, size="imagenet")
 
 
 def local_copy(url, folder):

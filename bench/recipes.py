@@ -43,9 +43,9 @@ import torch
 
 import pipeline
 from bench import plot, results
+from bench.data import prepped_sample
 from bench.loaders import DALI_NEEDS
 from common.cli import Parser, integer, positive_number, prepped_images
-from common.layout import has_manifest
 from trainer.fit import main as run_trainer
 from trainer.model import check_train_crop, classification_models
 
@@ -150,15 +150,7 @@ def main(argv=None):
 def sample_shards():
     """The built-in sample's shards, made once under ROOT, then reused: small images, so the runs' time goes to the
     model at each resolution rather than to decoding photos."""
-    from prep import imagenet, sample
-
-    out = ROOT / f"{SAMPLE['classes']}x{SAMPLE['train_per_class']}"
-    shards = out / "shards"
-    if not has_manifest(shards):
-        sample.write_sample(out / "src", **SAMPLE, progress=True)
-        if imagenet.main(["--src", str(out / "src"), "--out", str(shards)]):
-            raise SystemExit(f"bench recipes: prep of the sample in {out / 'src'} failed")
-    return shards
+    return prepped_sample(ROOT / f"{SAMPLE['classes']}x{SAMPLE['train_per_class']}", **SAMPLE)
 
 
 def run_flags(args):
