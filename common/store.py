@@ -60,6 +60,16 @@ def read_text(url):
     return read_bytes(url).decode()
 
 
+def write_text(url, text):
+    fs, path = filesystem(url)
+    retrying(url, lambda: fs.pipe_file(path, text.encode()))
+
+
+def remove(url):
+    fs, path = filesystem(url)
+    retrying(url, lambda: fs.rm_file(path))
+
+
 def download(url, local_path, most_bytes=None):
     """Copy the object at `url` to `local_path` (the caller makes that atomic). An object larger than `most_bytes`
     is a TooLarge as soon as that shows: from its stated length before any of it is written, else after the client's

@@ -276,7 +276,7 @@ def url_is_complete(url, asked):
     if MANIFEST in there:
         require_same_result("--out", url, lambda: json.loads(store.read_text(store.join(url, MANIFEST))), asked)
         if RUN_RECORD in there:  # stopped after the manifest went up
-            remote.remove(store.join(url, RUN_RECORD))
+            store.remove(store.join(url, RUN_RECORD))
         return True
     if RUN_RECORD in there:
         require_same_run("--out", url, lambda: store.read_text(store.join(url, RUN_RECORD)), asked)

@@ -55,16 +55,6 @@ def objects(url):
     return {name[len(root):]: info for name, info in found.items() if name.startswith(root)}
 
 
-def write_text(url, text):
-    fs, path = store.filesystem(url)
-    store.retrying(url, lambda: fs.pipe_file(path, text.encode()))
-
-
-def remove(url):
-    fs, path = store.filesystem(url)
-    store.retrying(url, lambda: fs.rm_file(path))
-
-
 def upload(stage, url, claim):
     """Send the output staged in `stage` to `url`, manifest last; returns (files sent, files already there).
 
@@ -73,10 +63,10 @@ def upload(stage, url, claim):
     stage, there = Path(stage), objects(url)
     files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
     missing = [name for name in files if name != MANIFEST and not already_there(stage / name, there.get(name))]
-    write_text(store.join(url, claim[0]), claim[1])
+    store.write_text(store.join(url, claim[0]), claim[1])
     _send(stage, url, missing)
     store.upload(stage / MANIFEST, store.join(url, MANIFEST))
-    remove(store.join(url, claim[0]))
+    store.remove(store.join(url, claim[0]))
     return len(missing) + 1, len(files) - len(missing) - 1
 
 
