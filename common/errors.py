@@ -26,3 +26,8 @@ class CorruptSample(DataError):
 
 class DecodeError(CorruptSample):
     """DALI failed on a sample that the CPU decoder cannot decode either (DALI cannot skip samples)."""
+
+
+class DataTimeout(DataError):
+    """A wait for data (a shard, room in the cache, a loader worker, another rank) that passed its deadline; the
+    message names the rank, what it waited for and the cache's bytes held against its limit."""

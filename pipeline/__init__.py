@@ -24,7 +24,7 @@ import torch
 from common import store
 from pipeline import crops
 from pipeline.loader import BACKEND_TABLE, BACKENDS, Loader  # noqa: F401 (the package's interface)
-from pipeline.options import ORDERS
+from pipeline.options import DATA_TIMEOUT_S, ORDERS  # noqa: F401 (DATA_TIMEOUT_S: the interface)
 
 SPLITS = ("train", "val")
 
@@ -64,7 +64,7 @@ def _dali_installed():
 def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.float32, channels_last=False,
                 crop_size=224, val_size=256, workers=None, seed=0, strict=False, num_classes=1000, max_steps=None,
                 accumulate=1, order=None, window=None, cache_dir=None, cache_limit=None, crop_scale=crops.SCALE,
-                crop_ratio=crops.RATIO):
+                crop_ratio=crops.RATIO, timeout=DATA_TIMEOUT_S):
     """Return the Loader for `split` ("train" or "val") of `data_path` (a path or a URL) read by backend `name`.
 
     `device` defaults to the current CUDA device when there is one, else the CPU. `workers` defaults to the
@@ -88,6 +88,9 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
     A URL's shards are fetched whole into `cache_dir` (default ~/.cache/imagenet-feed/<hash of the URL>), shared
     by the ranks of a node and holding at most `cache_limit` bytes of shards (required for a URL). A `cache_limit`
     given with a local path only sets the window, so that it reads the order the URL would.
+
+    `timeout`: the longest any wait for data may last (a shard's download, room in the cache, a claim another
+    process holds, a worker's batch); past it the pass raises common.errors.DataTimeout saying what it waited for.
     """
     row = backend(name)
     if split not in SPLITS:
@@ -96,6 +99,8 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
         raise ValueError(f"pipeline: batch_size must be positive, got {batch_size}")
     if accumulate < 1:
         raise ValueError(f"pipeline: accumulate must be positive, got {accumulate}")
+    if not timeout > 0:
+        raise ValueError(f"pipeline: timeout must be a positive number of seconds, got {timeout!r}")
     order = _check_order(data_path, name, order, window, cache_dir, cache_limit)
     crop_scale = _check_range("crop_scale", crop_scale, most=1)
     crop_ratio = _check_range("crop_ratio", crop_ratio)
@@ -104,7 +109,7 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
                        channels_last=channels_last, crop_size=crop_size, val_size=val_size, workers=workers, seed=seed,
                        strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali",
                        order=order, window=window, cache_dir=cache_dir and str(cache_dir), cache_limit=cache_limit,
-                       crop_scale=crop_scale, crop_ratio=crop_ratio)
+                       crop_scale=crop_scale, crop_ratio=crop_ratio, timeout=timeout)
     if row.needs_cuda and options.device.type != "cuda":
         raise ValueError(f"pipeline: backend {name} decodes on the GPU and needs a CUDA device; use dali-cpu")
     return importlib.import_module(row.module).make(data_path, options)

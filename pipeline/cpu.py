@@ -63,7 +63,9 @@ AUGMENT_STREAM = 1
 
 
 def make(data_path, options):
-    return CpuLoader(open_source(data_path, options))
+    # The sampler waits for a batch's shards on the thread that hands out results: the tasks in flight ahead of it
+    # keep their shards pinned meanwhile, so the cache must hold those too.
+    return CpuLoader(open_source(data_path, options, held=batches_ahead(options)))
 
 
 def batches_ahead(options):

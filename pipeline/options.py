@@ -10,6 +10,7 @@ from pipeline import crops
 from pipeline.sampling import ShardWindows
 
 ORDERS = ("global", "shard-window")
+DATA_TIMEOUT_S = 600.0  # the longest wait for data: a shard, room in the cache, a worker's batch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +42,7 @@ class LoaderOptions:
     windows: ShardWindows | None = None  # the order resolved against the data (pipeline.source); None: global
     crop_scale: tuple = crops.SCALE  # RandomResizedCrop's (min, max) share of the image area
     crop_ratio: tuple = crops.RATIO  # and its (min, max) aspect ratio
+    timeout: float = DATA_TIMEOUT_S  # seconds any wait for data may last before it is a DataTimeout
 
     @property
     def train(self):

@@ -58,6 +58,11 @@ def build_parser():
                           "~/.cache/imagenet-feed)")
     run.add_argument("--cache-limit", "--cache_limit", type=_bytes, metavar="SIZE",
                      help="most bytes the cache holds, e.g. 20GB (needed with a URL)")
+    run.add_argument("--data-timeout", "--data_timeout", type=float, default=pipeline.DATA_TIMEOUT_S,
+                     metavar="SECONDS",
+                     help="longest wait for data (a shard's download, room in the cache, a loader worker's batch, "
+                          "another rank); past it every rank stops with one line saying what it waited for "
+                          f"(default: {pipeline.DATA_TIMEOUT_S:g})")
     run.add_argument("--shuffle", choices=SHUFFLES, default=None,
                      help="global: one permutation of the split per epoch (default for local data); shard-window: "
                           "shards permuted, samples shuffled within windows of --shuffle-window shards, so a "
@@ -307,6 +312,7 @@ def _check_values(args):
               ("--start-epoch", args.start_epoch, args.start_epoch is None or args.start_epoch >= 0, "at least 0"),
               ("--gpu", args.gpu, args.gpu is None or args.gpu >= 0, "at least 0"),
               ("--lr", args.lr, args.lr is None or args.lr > 0, "positive"),
+              ("--data-timeout", args.data_timeout, args.data_timeout > 0, "positive"),
               ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
               ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "at least 0"),
               ("--label-smoothing", args.label_smoothing, 0 <= args.label_smoothing < 1, "in [0, 1)"),

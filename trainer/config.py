@@ -29,6 +29,7 @@ class RunConfig:
     output_dir: str
     cache_dir: str | None        # a URL's node-local shard cache; None: the pipeline's default
     cache_limit: int | None      # bytes
+    data_timeout: float          # seconds: the longest wait for data or for another rank
     shuffle: str = checkpoint_keeps(SCHEDULE)  # global or shard-window: the data order
     shuffle_window: int | None = checkpoint_keeps(SCHEDULE)  # shards; None until the train loader resolves it
     model: str = checkpoint_keeps(MODEL)

@@ -13,7 +13,8 @@ def build_loaders(config, ctx):
     common = dict(device=ctx.device, dtype=config.amp_dtype or torch.float32, channels_last=config.channels_last,
                   val_size=config.val_size, workers=config.workers, seed=config.seed,
                   num_classes=config.num_classes or 1000, order=config.shuffle, window=config.shuffle_window,
-                  cache_dir=config.cache_dir, cache_limit=config.cache_limit)
+                  cache_dir=config.cache_dir, cache_limit=config.cache_limit,
+                  timeout=config.data_timeout)
     train = None
     if not config.evaluate:
         steps = _cap(config.training_step_per_epoch)  # optimizer steps; the loader counts micro-batches
