@@ -4,6 +4,7 @@ default credentials) and http(s):// (Range requests), all through fsspec. A loca
 
 Transient failures (a dropped connection, a 5xx, a throttle) are retried with exponential backoff; one that
 persists is a RemoteError naming the URL."""
+import hashlib
 import time
 
 from common.errors import DataError
@@ -11,14 +12,11 @@ from common.errors import DataError
 SCHEMES = ("s3://", "gs://", "gcs://", "http://", "https://")
 ATTEMPTS = 6
 FIRST_BACKOFF_S = 0.25
+CHUNK = 8 << 20  # a download's ranged reads: S3's recommended part size, and few enough requests per shard
 
 
 class RemoteError(DataError):
     """An object that could not be read or written after every retry: exit status 1."""
-
-
-class TooLarge(DataError):
-    """An object larger than its reader was told it is: changed since it was described."""
 
 
 def is_url(path):
@@ -70,19 +68,23 @@ def remove(url):
     retrying(url, lambda: fs.rm_file(path))
 
 
-def download(url, local_path, most_bytes=None):
-    """Copy the object at `url` to `local_path` (the caller makes that atomic). An object larger than `most_bytes`
-    is a TooLarge as soon as that shows: from its stated length before any of it is written, else after the client's
-    next chunk."""
-    from fsspec.callbacks import Callback
-
-    class Cap(Callback):
-        def call(self, *args, **kwargs):
-            if most_bytes is not None and max(self.size or 0, self.value) > most_bytes:
-                raise TooLarge(f"{url} is larger than the {most_bytes:,} bytes expected")
-
+def download(url, local_path, size=None):
+    """Copy the object at `url` to `local_path` (the caller makes that atomic) and return the sha256 of what was
+    written, hashed as the bytes stream in: one pass over them. Given the object's `size` (a manifest's), exactly
+    that many bytes are read, without asking the store first, so an object that grew is never written whole: its
+    digest shows the difference."""
     fs, path = filesystem(url)
-    retrying(url, lambda: fs.get_file(path, str(local_path), callback=Cap()))
+
+    def fetch():
+        digest = hashlib.sha256()
+        with fs.open(path, "rb", block_size=CHUNK, cache_type="none", size=size) as source, \
+                open(local_path, "wb") as target:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                target.write(chunk)
+        return digest.hexdigest()
+
+    return retrying(url, fetch)
 
 
 def upload(local_path, url):

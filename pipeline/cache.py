@@ -24,6 +24,7 @@ open_lock and closed in forked children at once (os.register_at_fork).
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -31,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import store
-from common.digest import file_digest
 from common.errors import DamagedShard
 
-PRESENT, RESERVED = "present", "reserved"  # what claim() found: a copy now pinned, or room reserved to write one
+# What claim() found: a copy now pinned, room reserved to write one, or a copy another process is writing.
+PRESENT, RESERVED, WRITING = "present", "reserved", "writing"
 _lock_fds = set()  # this process's open lock descriptors
 _lock_fds_mutex = threading.Lock()
 
@@ -119,6 +120,15 @@ class ShardCache:
             folder.mkdir(parents=True, exist_ok=True)
         self.stats = Stats()
         self._sizes = {}  # copy name -> bytes, so a copy being written counts at its full size
+        self._check_disk()
+
+    def _check_disk(self):
+        """ValueError unless the disk under the directory can take `limit` bytes besides what the cache holds."""
+        held, free = self.held(), shutil.disk_usage(self.shards).free
+        if self.limit > held + free:
+            raise ValueError(f"pipeline: cache_limit={self.limit:,} bytes does not fit in {self.directory}: the disk "
+                             f"has {free:,} bytes free and the cache holds {held:,}; give a smaller limit or a cache "
+                             "directory on a larger disk")
 
     def know(self, copies):
         self._sizes.update((copy.name, copy.bytes) for copy in copies)
@@ -144,23 +154,28 @@ class ShardCache:
         its flock is its own."""
         return open_lock(self.locks / f"{copy.name}.lock")
 
-    def claim(self, copy, lock, eviction_order):
+    def claim(self, copy, lock, eviction_order, reserve=True):
         """PRESENT: the copy is there and `lock` now pins it (shared). RESERVED: it was absent, `lock` holds it
         exclusively and room for it is reserved (evicting unpinned copies, first those `eviction_order` puts
-        first): write it with fetch(), then publish() or abandon(). None: another process is writing it, or there is
-        no room until a pin goes; try again later."""
+        first): write it with fetch(), then publish() or abandon(). WRITING: another process is writing it. None:
+        no room until a pin goes (or, with `reserve` False, nobody writes it yet); try again later."""
         with self._locked():
             if self.path(copy).exists():
                 # Only a writer (while the copy is absent) or an evictor (under cache.lock) holds a shard's lock
                 # exclusively, so this succeeds.
                 return PRESENT if _try_flock(lock, fcntl.LOCK_SH) else None
             if not _try_flock(lock, fcntl.LOCK_EX):
-                return None
-            if self._make_room(copy.bytes, eviction_order):
+                return WRITING  # nobody pins an absent copy: the holder is its writer
+            if reserve and self._make_room(copy.bytes, eviction_order):
                 self._part(copy).touch()
                 return RESERVED
             fcntl.flock(lock, fcntl.LOCK_UN)
             return None
+
+    def held(self):
+        """Bytes of copies present or being written."""
+        with self._locked():
+            return self._count()[0]
 
     def fetch(self, copy):
         """Write the reserved copy from its URL (transient errors retried with backoff by common.store) and check
@@ -168,13 +183,11 @@ class ShardCache:
         part = self._part(copy)
         for _ in range(2):
             try:
-                store.download(copy.url, part, most_bytes=copy.bytes)
+                sha256 = store.download(copy.url, part, size=copy.bytes)
             except FileNotFoundError:
                 raise DamagedShard(f"{copy.url} is listed in the manifest but missing") from None
-            except store.TooLarge as error:
-                raise DamagedShard(f"{error}: the shard was changed after prep") from None
             self.stats.downloaded(part.stat().st_size)
-            if file_digest(part) == copy.sha256:
+            if sha256 == copy.sha256:
                 break
         else:
             raise DamagedShard(f"{copy.url}: two downloads differ from the manifest's sha256; the shard is damaged "

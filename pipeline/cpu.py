@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common.errors import CorruptSample, DataError
-from pipeline import crops, sampling
+from common.errors import CorruptSample, DataError, DataTimeout
+from pipeline import crops, memory, sampling
 from pipeline.decode import CorruptImage, crop_resize
 from pipeline.normalize import ImageNormalizer, normalize
 from pipeline.options import check_resolution
@@ -85,14 +85,19 @@ class CpuLoader:
         self._source = source
         self._options = options
         self._on_gpu = options.device.type == "cuda"
-        self._ring = _Ring(options.workers * PREFETCH + HELD, sampling.largest_batch(len(reader), options), options,
-                           uint8=self._on_gpu)
+        # The ring's shared memory is checked against /dev/shm (a container's may be 64 MB) before it is taken:
+        # NoRoom, in one line, rather than torch's traceback from inside share_memory_().
+        ring = memory.Ring(rows=sampling.largest_batch(len(reader), options), side=options.crop_size,
+                           itemsize=(torch.uint8 if self._on_gpu else options.dtype).itemsize, prefetch=PREFETCH,
+                           spare=HELD, label_itemsize=np.dtype(np.int64).itemsize)  # BatchBuilder's labels
+        memory.make_room(ring, options.workers, split=options.split, local_ranks=len(options.node_ranks))
+        self._ring = _Ring(ring.slots(options.workers), ring.rows, options, uint8=self._on_gpu)
         self._unpin = None  # set while the ring is page-locked
         self._tasks = _Tasks(len(reader), options, slots=len(self._ring))
         builder = BatchBuilder(reader, options, self._ring, normalise=not self._on_gpu)
         self._loader = DataLoader(builder, batch_size=None, sampler=self._tasks, num_workers=options.workers,
                                   persistent_workers=True, prefetch_factor=PREFETCH, worker_init_fn=_start_worker,
-                                  multiprocessing_context=_FORK)
+                                  multiprocessing_context=_FORK, timeout=options.timeout)
         _LIVE.add(self)
 
     def __len__(self):
@@ -119,7 +124,7 @@ class CpuLoader:
             results = _forking_safely(self._loader) if forks else iter(self._loader)
             if self._on_gpu and self._unpin is None:
                 self._unpin = _pin(self._ring.storage)
-            for step, result in enumerate(results):
+            for step, result in enumerate(_bounded(results, self._options)):
                 if isinstance(result, DataError):
                     raise result
                 this_pass.consumed(step)
@@ -233,6 +238,7 @@ class _Ring:
         self.channels_last = options.channels_last
         dtype = torch.uint8 if uint8 else options.dtype
         self.storage = torch.empty((slots, rows * 3 * options.crop_size ** 2), dtype=dtype).share_memory_()
+        memory.hold(self.storage)  # what the next loader of this process counts against /dev/shm
 
     def __len__(self):
         return len(self.storage)
@@ -273,6 +279,24 @@ def _forking_safely(loader):
         return iter(loader)
     finally:
         gc.unfreeze()
+
+
+def _bounded(results, options):
+    """The DataLoader's results; its timeout (options.timeout, per batch) as a DataTimeout saying what waited."""
+    step = 0
+    while True:
+        try:
+            result = next(results)
+        except StopIteration:
+            return
+        except RuntimeError as error:
+            if not str(error).startswith("DataLoader timed out"):
+                raise
+            raise DataTimeout(f"rank {options.rank}: waited {options.timeout:g} s for batch {step} of the pass from "
+                              f"its {options.workers} loader workers (a worker is stuck reading the data, or was "
+                              "stopped)") from None
+        yield result
+        step += 1
 
 
 def _start_worker(worker_id):

@@ -48,7 +48,9 @@ class Source:
             tar_id = self.reader.table.tar_id
             steps = node_steps(node, tar_id)
             own = node[o.node_ranks.index(o.rank)]
-            self._pass = CachedPass(own, tar_id, Prefetch(self.cache, self.copies, steps))
+            prefetch = Prefetch(self.cache, self.copies, steps, timeout=o.timeout, rank=o.rank,
+                                local_rank=o.node_ranks.index(o.rank), local_ranks=len(o.node_ranks))
+            self._pass = CachedPass(own, tar_id, prefetch)
         return self._pass
 
     def close_pass(self):

@@ -95,13 +95,14 @@ def test_a_url_without_a_manifest_is_missing_data(s3_bucket, tmp_path):
 
 
 def test_a_cache_too_small_for_what_the_ranks_read_at_once_is_refused(s3_window_shards, window_shards, tmp_path):
-    """Windows of one shard (5 samples) and batches of 8: the 16 samples of the two micro-batches that ranks may read
-    at once span up to 5 windows, more than the 3 shards the limit holds; 5 shards would do (windows of one still)."""
+    """Windows of one shard (5 samples), batches of 8 and one worker: the two micro-batches that ranks may read at once
+    and the two tasks the worker has in flight, 32 samples, span up to 8 windows, more than the 3 shards the limit
+    holds; 12 shards would do (windows of 4)."""
     largest = max(shard["bytes"] for shard in train_shards(window_shards))
-    with pytest.raises(ValueError, match=f"cache_limit={3 * largest:,} bytes is less than the {5 * largest:,} bytes "
+    with pytest.raises(ValueError, match=f"cache_limit={3 * largest:,} bytes is less than the {8 * largest:,} bytes "
                                          "of shards that the ranks of a node may be reading at once .*; give at least "
-                                         f"{5 * largest:,}"):
-        pipeline.make_loader(s3_window_shards, "train", "cpu", 8, device="cpu", cache_dir=tmp_path,
+                                         f"{12 * largest:,}"):
+        pipeline.make_loader(s3_window_shards, "train", "cpu", 8, device="cpu", workers=1, cache_dir=tmp_path,
                              cache_limit=3 * largest)
 
 
