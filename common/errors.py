@@ -31,3 +31,10 @@ class DecodeError(CorruptSample):
 class DataTimeout(DataError):
     """A wait for data (a shard, room in the cache, a loader worker, another rank) that passed its deadline; the
     message names the rank, what it waited for and the cache's bytes held against its limit."""
+
+
+class NoRoom(DataError):
+    """Shared memory (/dev/shm, a container's tmpfs) too small for a loader's batch memory; the message says what it
+    needs per rank and per node, what there is, and what would fit: a larger --shm-size, fewer workers, a smaller
+    batch."""
+    exit_status = 2

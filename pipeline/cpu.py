@@ -92,6 +92,7 @@ class CpuLoader:
                            spare=HELD, label_itemsize=np.dtype(np.int64).itemsize)  # BatchBuilder's labels
         memory.make_room(ring, options.workers, split=options.split, local_ranks=len(options.node_ranks))
         self._ring = _Ring(ring.slots(options.workers), ring.rows, options, uint8=self._on_gpu)
+        memory.hold(self._ring, ring.need(options.workers))  # what this process's next loader counts against /dev/shm
         self._unpin = None  # set while the ring is page-locked
         self._tasks = _Tasks(len(reader), options, slots=len(self._ring))
         builder = BatchBuilder(reader, options, self._ring, normalise=not self._on_gpu)
@@ -238,7 +239,6 @@ class _Ring:
         self.channels_last = options.channels_last
         dtype = torch.uint8 if uint8 else options.dtype
         self.storage = torch.empty((slots, rows * 3 * options.crop_size ** 2), dtype=dtype).share_memory_()
-        memory.hold(self.storage)  # what the next loader of this process counts against /dev/shm
 
     def __len__(self):
         return len(self.storage)
