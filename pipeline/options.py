@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from common.placement import launcher_placement
 from pipeline import crops
 from pipeline.sampling import ShardWindows
 
@@ -80,16 +81,23 @@ def distributed_rank_world():
 
 
 def node_ranks(rank, world):
-    """The ranks on this node: torchrun numbers a node's LOCAL_WORLD_SIZE ranks consecutively; without it, every
-    rank is taken to share the node (a superset: the cache then fetches shards other nodes' ranks read too)."""
-    local_world = os.environ.get("LOCAL_WORLD_SIZE")
-    first = rank - int(os.environ.get("LOCAL_RANK", "0"))
-    node = range(max(0, first), min(world, first + int(local_world or world)))
-    return tuple(node) if local_world and rank in node else tuple(range(world))
+    """The ranks on this node, which share its cache, as the launcher placed them (common.placement). Where it
+    numbers them otherwise than consecutively, or none says, every rank is taken to share the node: a superset, so
+    the cache fetches shards other nodes' ranks read too, but every rank of a node plans the same shards."""
+    place = launcher_placement()
+    first = rank - place.local_rank
+    if place.consecutive and 0 <= first <= rank < first + place.local_world <= world:
+        return tuple(range(first, first + place.local_world))
+    return tuple(range(world))
 
 
 def default_workers():
-    """The cores this process may use, shared among the ranks on this node (torchrun sets LOCAL_WORLD_SIZE)."""
+    """The cores this process may use, shared among the processes its launcher put on this node. srun and mpirun may
+    have bound each process to cores of its own: when local_world sets of this size fit on the node, it has its share
+    already."""
     cores = len(os.sched_getaffinity(0))
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, cores // local_ranks)
+    place = launcher_placement()
+    local_world = place.local_world or 1
+    if place.may_bind_cores and cores * local_world <= os.cpu_count():
+        return cores
+    return max(1, cores // local_world)

@@ -3,10 +3,13 @@
 --addr, --dist-backend), which is also how the processes --multiprocessing-distributed spawns join. nccl on GPUs,
 gloo on CPUs; a single process needs no group."""
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from common.placement import launcher_placement
 
 BACKENDS = ("nccl", "gloo")
 MASTER_PORT = 29500  # torchrun's default
@@ -41,19 +44,33 @@ def init_method_for(dist_url=None, addr=None):
 
 def setup(device_name, local_rank=None, *, rank=None, world_size=None, init_method="env://", backend=None):
     """This process's place and device, joined to the group when there is more than one process. A rank, local rank
-    or world size not given comes from the launcher's environment (none: a single process)."""
-    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    local_rank = int(os.environ.get("LOCAL_RANK", 0)) if local_rank is None else local_rank
+    or world size not given comes from the launcher's environment (common.placement: torch's launchers, srun,
+    mpirun; none: a single process)."""
+    place = launcher_placement()
+    world_size = place.world if world_size is None else world_size
+    rank = place.rank if rank is None else rank
+    local_rank = place.local_rank if local_rank is None else local_rank
     device = torch.device(device_name)
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
+        if init_method == "env://":
+            _require_master(rank, world_size)
         backend = backend or ("nccl" if device.type == "cuda" else "gloo")
         dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank)
     return Context(rank, local_rank, world_size, device)
+
+
+def _require_master(rank, world_size):
+    """env:// meets at MASTER_ADDR:MASTER_PORT, which torch's launchers set but srun and mpirun do not: stop in one
+    line naming what is missing, not in torch's traceback."""
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        print(f"trainer: rank {rank} of {world_size} meets the others at env://, which needs {' and '.join(missing)} "
+              "(rank 0's host and a free port): export them, or give --dist-url or --addr", file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 def cleanup():

@@ -73,12 +73,13 @@ def _forwarding_signals(processes):
 
 def _spawned(index, config, train, init_method, nodes, node_rank):
     processes = len(config.device_list)
-    # What torchrun sets: the loaders' default worker count shares this node's cores by it.
-    os.environ["LOCAL_WORLD_SIZE"] = str(processes)
+    rank, world_size = node_rank * processes + index, nodes * processes
+    # What torchrun sets, and common.placement reads: the node's processes share its shard cache and its cores.
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(index),
+                      LOCAL_WORLD_SIZE=str(processes))
     if config.device.startswith("cuda"):
         config = dataclasses.replace(config, device=f"cuda:{config.device_list[index]}")
-    _train_in_group(config, train, local_rank=index, rank=node_rank * processes + index, world_size=nodes * processes,
-                    init_method=init_method)
+    _train_in_group(config, train, local_rank=index, rank=rank, world_size=world_size, init_method=init_method)
 
 
 def _train_in_group(config, train, **place):
