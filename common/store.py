@@ -5,9 +5,10 @@ default credentials) and http(s):// (Range requests), all through fsspec. A loca
 Transient failures (a dropped connection, a 5xx, a throttle) are retried with exponential backoff; one that
 persists is a RemoteError naming the URL."""
 import hashlib
+import threading
 import time
 
-from common.errors import DataError
+from common.errors import DataError, DataTimeout
 
 SCHEMES = ("s3://", "gs://", "gcs://", "http://", "https://")
 ATTEMPTS = 6
@@ -49,9 +50,54 @@ def retrying(what, action):
             time.sleep(FIRST_BACKOFF_S * 2**attempt)
 
 
+def within(seconds, what, action):
+    """action()'s result, or a DataTimeout saying it waited `seconds` for `what`. The action runs on a daemon thread:
+    a store that takes connections and never answers cannot hold the caller past its deadline, nor keep the process
+    from exiting after it."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = action()
+        except BaseException as error:  # handed to the caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="store-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise DataTimeout(f"waited {seconds:g} s for {what}: the store does not answer")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def read_bytes(url):
     fs, path = filesystem(url)
     return retrying(url, lambda: fs.cat_file(path))
+
+
+def read_many(urls):
+    """{url: its bytes} of the objects at `urls` (of one store), fetched concurrently by the client; those that fail
+    are retried as `retrying` retries one."""
+    if not urls:
+        return {}
+    fs, _ = filesystem(urls[0])
+    left = {filesystem(url)[1]: url for url in urls}
+    got = {}
+    for attempt in range(ATTEMPTS):
+        answers = fs.cat(list(left), on_error="return")
+        for path, answer in answers.items():
+            if isinstance(answer, FileNotFoundError):
+                raise FileNotFoundError(left[path])
+            if not isinstance(answer, Exception):
+                got[left.pop(path)] = answer
+        if not left:
+            return got
+        failure = next(answer for answer in answers.values() if isinstance(answer, Exception))
+        time.sleep(FIRST_BACKOFF_S * 2**attempt)
+    raise RemoteError(f"{next(iter(left.values()))} (and {len(left) - 1} more): failed {ATTEMPTS} times, last with "
+                      f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}")
 
 
 def read_text(url):

@@ -136,18 +136,21 @@ class ShardCache:
     def path(self, copy):
         return self.shards / copy.name
 
-    def index_copy(self, url, name):
-        """A local copy of the (small) file at `url`, fetched unless a process on this node did before."""
-        path = self.indexes / name
-        if not path.exists():
-            try:
-                data = store.read_bytes(url)
-            except FileNotFoundError:
-                raise DamagedShard(f"{url} is listed in the manifest but missing") from None
-            with tempfile.NamedTemporaryFile(dir=self.indexes, prefix=f".{name}.", delete=False) as part:
-                part.write(data)
+    def index_copies(self, wanted):
+        """Local copies of the (small) files at the URLs of `wanted` ((url, name) pairs), each fetched unless a
+        process on this node did before; all at once (common.store.read_many); their paths, in order."""
+        paths = [self.indexes / name for _, name in wanted]
+        missing = {url: path for (url, _), path in zip(wanted, paths) if not path.exists()}
+        try:
+            fetched = store.read_many(list(missing))
+        except FileNotFoundError as error:
+            raise DamagedShard(f"{error.args[0] if error.args else error} is listed in the manifest but missing") \
+                from None
+        for url, path in missing.items():
+            with tempfile.NamedTemporaryFile(dir=self.indexes, prefix=f".{path.name}.", delete=False) as part:
+                part.write(fetched[url])
             os.replace(part.name, path)  # several ranks may do this at once: each rename puts the same bytes there
-        return path
+        return paths
 
     def lock_file(self, copy):
         """A new descriptor of the copy's lock file (close it with close_lock): its own open file description, so

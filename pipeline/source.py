@@ -7,7 +7,6 @@ and a download that keeps failing stops the pass in this process, with its own e
 waiting for a file that will not come.
 """
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,8 +17,6 @@ from pipeline import dataset, sampling
 from pipeline.cache import Copy, ShardCache, copy_name, default_dir
 from pipeline.prefetch import Prefetch
 from pipeline.readers import open_reader
-
-INDEX_FETCHES = 8  # in flight
 
 
 @dataclass
@@ -109,17 +106,24 @@ def open_source(data_path, options, held=0):
         return Source(open_reader(split), len(data.classes), options, window, None, None)
     url = str(data_path).rstrip("/")
     cache = ShardCache(options.cache_dir or default_dir(url), options.cache_limit)
-    data = dataset.open_dataset(url, index_copy=lambda shard: _index_copy(cache, shard))
-    split = data.split(options.split)
+    data, split = store.within(options.timeout, f"rank {options.rank}: the manifest and indexes of {url}",
+                               lambda: _open_remote(url, options.split, cache))
     options, window = _resolve_order(split, options)
     copies = [_copy(shard) for shard in split.shards]
     cache.know(copies)
-    with ThreadPoolExecutor(INDEX_FETCHES) as pool:  # the first rank of a node fetches them all: not one by one
-        list(pool.map(split.local_index, split.shards))
     cache.check = _arrival_check(split, copies)
     reader = open_reader(split, copies=[cache.path(copy) for copy in copies])
     _check_fits(split, options, cache.limit, held)
     return Source(reader, len(data.classes), options, window, cache, copies)
+
+
+def _open_remote(url, split_name, cache):
+    """(dataset, split) of a URL, with every index of the split copied into the cache (all at once: the first rank
+    of a node fetches them all, ImageNet has 1,000 or so)."""
+    data = dataset.open_dataset(url, index_copy=lambda shard: _index_copy(cache, shard)[0])
+    split = data.split(split_name)
+    _index_copy(cache, *split.shards)
+    return data, split
 
 
 def _resolve_order(split, options):
@@ -186,8 +190,9 @@ def _copy(shard):
     return Copy(str(shard.tar), copy_name(str(shard.tar).rsplit("/", 1)[1], shard.sha256), shard.bytes, shard.sha256)
 
 
-def _index_copy(cache, shard):
-    return cache.index_copy(str(shard.index), copy_name(str(shard.index).rsplit("/", 1)[1], shard.sha256))
+def _index_copy(cache, *shards):
+    return cache.index_copies([(str(shard.index), copy_name(str(shard.index).rsplit("/", 1)[1], shard.sha256))
+                               for shard in shards])
 
 
 def _arrival_check(split, copies):
