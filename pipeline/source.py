@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common import store
-from common.errors import BadManifest
+from common.errors import BadManifest, DataTimeout
 from pipeline import dataset, sampling
 from pipeline.cache import Copy, ShardCache, copy_name, default_dir
 from pipeline.prefetch import Prefetch
@@ -106,8 +106,11 @@ def open_source(data_path, options, held=0):
         return Source(open_reader(split), len(data.classes), options, window, None, None)
     url = str(data_path).rstrip("/")
     cache = ShardCache(options.cache_dir or default_dir(url), options.cache_limit)
-    data, split = store.within(options.timeout, f"rank {options.rank}: the manifest and indexes of {url}",
-                               lambda: _open_remote(url, options.split, cache))
+    try:
+        data, split = store.within(options.timeout, f"the manifest and indexes of {url}",
+                                   lambda: _open_remote(url, options.split, cache))
+    except DataTimeout as error:
+        raise DataTimeout(f"rank {options.rank}: {error}") from None
     options, window = _resolve_order(split, options)
     copies = [_copy(shard) for shard in split.shards]
     cache.know(copies)

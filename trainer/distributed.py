@@ -2,6 +2,7 @@
 --local_rank argument it passes otherwise) or from pytorch/examples' flags (--world-size, --rank, --dist-url or
 --addr, --dist-backend), which is also how the processes --multiprocessing-distributed spawns join. nccl on GPUs,
 gloo on CPUs; a single process needs no group."""
+import datetime
 import os
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from common.placement import launcher_placement
 
 BACKENDS = ("nccl", "gloo")
 MASTER_PORT = 29500  # torchrun's default
+PEER_MARGIN_S = 120
+# What gloo's RuntimeErrors say when a peer process exited or stopped answering (NCCL raises DistBackendError).
+PEER_FAILURES = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting")
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,11 @@ def init_method_for(dist_url=None, addr=None):
     return "env://"
 
 
-def setup(device_name, local_rank=None, *, rank=None, world_size=None, init_method="env://", backend=None):
+def setup(device_name, local_rank=None, *, rank=None, world_size=None, init_method="env://", backend=None,
+          timeout=None):
     """This process's place and device, joined to the group when there is more than one process. A rank, local rank
     or world size not given comes from the launcher's environment (common.placement: torch's launchers, srun,
-    mpirun; none: a single process)."""
+    mpirun; none: a single process). `timeout`: seconds a collective may wait for the others (None: torch's)."""
     place = launcher_placement()
     world_size = place.world if world_size is None else world_size
     rank = place.rank if rank is None else rank
@@ -59,7 +64,8 @@ def setup(device_name, local_rank=None, *, rank=None, world_size=None, init_meth
         if init_method == "env://":
             _require_master(rank, world_size)
         backend = backend or ("nccl" if device.type == "cuda" else "gloo")
-        dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank)
+        dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank,
+                                timeout=timeout and datetime.timedelta(seconds=timeout))
     return Context(rank, local_rank, world_size, device)
 
 
@@ -71,6 +77,18 @@ def _require_master(rank, world_size):
         print(f"trainer: rank {rank} of {world_size} meets the others at env://, which needs {' and '.join(missing)} "
               "(rank 0's host and a free port): export them, or give --dist-url or --addr", file=sys.stderr, flush=True)
         raise SystemExit(2)
+
+
+def peer_timeout(data_timeout):
+    """How long a collective waits for the other ranks: as long as one of them may wait for data (then it stops
+    with its own line, and the others' collectives fail at once), and PEER_MARGIN_S more for what ranks do alone
+    between collectives (rank 0's checkpoint, a compile)."""
+    return data_timeout + PEER_MARGIN_S
+
+
+def lost_peer(error):
+    """Whether `error` is a collective that failed because another rank stopped or stalled."""
+    return isinstance(error, dist.DistError) or any(words in str(error) for words in PEER_FAILURES)
 
 
 def cleanup():

@@ -84,12 +84,19 @@ def _spawned(index, config, train, init_method, nodes, node_rank):
 
 def _train_in_group(config, train, **place):
     """`place`: this process's local_rank, rank, world_size (None: from the launcher's env) and init_method."""
-    ctx = distributed.setup(config.device, backend=config.dist_backend, **place)
+    ctx = distributed.setup(config.device, backend=config.dist_backend,
+                            timeout=distributed.peer_timeout(config.data_timeout), **place)
     try:
         return train(config, ctx)
     except RUN_ERRORS as error:  # named in one line, without a traceback, as the command line's errors are
         print(f"trainer: {error}", file=sys.stderr, flush=True)
         raise SystemExit(error.exit_status) from None
+    except RuntimeError as error:
+        if ctx.world_size == 1 or not distributed.lost_peer(error):
+            raise
+        print(f"trainer: rank {ctx.rank}: another rank stopped or stalled in a collective (its own line says why): "
+              f"{str(error).splitlines()[0]}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
         distributed.cleanup()
 

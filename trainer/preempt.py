@@ -5,6 +5,7 @@ group, so it never waits for the GPU) on whether any of them got one and whether
 so every rank leaves at the same step and none hangs in a collective the others left. The run then writes one
 checkpoint and exits with EXIT_PREEMPTED. A second signal (a second or more after the first) ends the process at
 once: the checkpoint being written, if any, is a temp file, and the last good one is not touched."""
+import datetime
 import os
 import signal
 import time
@@ -22,11 +23,13 @@ SAME_SIGNAL_S = 1.0
 class Stop:
     """The signals' flag and the periodic-checkpoint clock, agreed on by all ranks after each step."""
 
-    def __init__(self, every_steps=None, every_seconds=None):
+    def __init__(self, every_steps=None, every_seconds=None, timeout=None):
         self.signal = None
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.last_save = time.monotonic()
-        self._group = dist.new_group(backend="gloo") if dist.is_initialized() else None
+        # `timeout`: seconds the agreement waits for the other ranks (None: torch's default)
+        self._group = dist.new_group(backend="gloo", timeout=timeout and datetime.timedelta(seconds=timeout)) \
+            if dist.is_initialized() else None
         self._previous = {number: signal.signal(number, self._received) for number in SIGNALS}
 
     def _received(self, number, frame):
