@@ -3,6 +3,7 @@
 It runs in a process of its own, as a store runs on machines of its own: moto's in-process threaded server would
 take the interpreter lock from the loader it serves (on the bench, 20 % of the `cpu` backend's throughput)."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAUL
 @contextmanager
 def s3_server():
     """Run moto's S3 server on a free loopback port, with the AWS environment pointing at it (s3fs reads
-    AWS_ENDPOINT_URL), and yield its endpoint URL; the environment is restored and the server stopped after."""
+    AWS_ENDPOINT_URL), and yield it (its `endpoint` URL; `frozen()` stalls it); the environment is restored and the
+    server stopped after."""
     import s3fs
 
     port = _free_port()
@@ -29,7 +31,7 @@ def s3_server():
     os.environ.update(AWS, AWS_ENDPOINT_URL=endpoint)
     s3fs.S3FileSystem.clear_instance_cache()  # an instance made before would keep its endpoint
     try:
-        yield endpoint
+        yield Loopback(endpoint, server)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -39,6 +41,24 @@ def s3_server():
         s3fs.S3FileSystem.clear_instance_cache()
         server.terminate()
         server.wait()
+
+
+class Loopback:
+    """A store running in a process of its own, which can be stalled as a real one does: it keeps its connections
+    and answers nothing."""
+
+    def __init__(self, endpoint, process):
+        self.endpoint = endpoint
+        self._process = process
+
+    @contextmanager
+    def frozen(self):
+        """The server stopped (SIGSTOP) while inside, then let go on."""
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
 
 
 def _free_port():

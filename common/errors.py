@@ -34,7 +34,8 @@ class DataTimeout(DataError):
 
 
 class NoRoom(DataError):
-    """Shared memory (/dev/shm, a container's tmpfs) too small for a loader's batch memory; the message says what it
-    needs per rank and per node, what there is, and what would fit: a larger --shm-size, fewer workers, a smaller
-    batch."""
+    """Memory or disk too small for what a loader was asked to hold: shared memory (/dev/shm, a container's tmpfs)
+    for its batch memory, a cache limit for the shards in flight or the disk for that limit. The message says what
+    is needed, what there is, and what would fit (a larger --shm-size, fewer workers, a smaller batch, the least
+    cache limit)."""
     exit_status = 2

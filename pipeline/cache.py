@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import store
-from common.errors import DamagedShard
+from common.errors import DamagedShard, NoRoom
 
 # What claim() found: a copy now pinned, room reserved to write one, or a copy another process is writing.
 PRESENT, RESERVED, WRITING = "present", "reserved", "writing"
@@ -123,10 +123,10 @@ class ShardCache:
         self._check_disk()
 
     def _check_disk(self):
-        """ValueError unless the disk under the directory can take `limit` bytes besides what the cache holds."""
+        """NoRoom unless the disk under the directory can take `limit` bytes besides what the cache holds."""
         held, free = self.held(), shutil.disk_usage(self.shards).free
         if self.limit > held + free:
-            raise ValueError(f"pipeline: cache_limit={self.limit:,} bytes does not fit in {self.directory}: the disk "
+            raise NoRoom(f"pipeline: cache_limit={self.limit:,} bytes does not fit in {self.directory}: the disk "
                              f"has {free:,} bytes free and the cache holds {held:,}; give a smaller limit or a cache "
                              "directory on a larger disk")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common import store
-from common.errors import BadManifest, DataTimeout
+from common.errors import BadManifest, DataTimeout, NoRoom
 from pipeline import dataset, sampling
 from pipeline.cache import Copy, ShardCache, copy_name, default_dir
 from pipeline.prefetch import Prefetch
@@ -149,7 +149,7 @@ def _window_for(limit, shards):
 
 
 def _check_fits(split, options, limit, held):
-    """ValueError naming cache_limit unless the shards that the node's ranks may be reading at once fit in it: those
+    """NoRoom naming cache_limit unless the shards that the node's ranks may be reading at once fit in it: those
     of `accumulate` + 1 + `held` consecutive steps (a rank may be `accumulate` micro-batches ahead of another)."""
     steps = options.accumulate + 1 + held
     if options.train:
@@ -162,7 +162,7 @@ def _check_fits(split, options, limit, held):
         need = least = max((sizes[np.unique(np.concatenate(node[max(0, k - steps + 1):k + 1]))].sum()
                             for k in range(len(node))), default=0)
     if need > limit:
-        raise ValueError(f"pipeline: cache_limit={limit:,} bytes is less than the {need:,} bytes of shards that the "
+        raise NoRoom(f"pipeline: cache_limit={limit:,} bytes is less than the {need:,} bytes of shards that the "
                          f"ranks of a node may be reading at once (batch {options.batch_size}, world size "
                          f"{options.world}, accumulate {options.accumulate}); give at least {least:,}")
 

@@ -7,7 +7,7 @@ import torch.multiprocessing as mp
 
 import pipeline
 from common import store
-from common.errors import DamagedShard, MissingData
+from common.errors import DamagedShard, MissingData, NoRoom
 from common.layout import read_manifest
 
 CROP, VAL_SIZE, BATCH = 32, 36, 2
@@ -99,7 +99,7 @@ def test_a_cache_too_small_for_what_the_ranks_read_at_once_is_refused(s3_window_
     and the two tasks the worker has in flight, 32 samples, span up to 8 windows, more than the 3 shards the limit
     holds; 12 shards would do (windows of 4)."""
     largest = max(shard["bytes"] for shard in train_shards(window_shards))
-    with pytest.raises(ValueError, match=f"cache_limit={3 * largest:,} bytes is less than the {8 * largest:,} bytes "
+    with pytest.raises(NoRoom, match=f"cache_limit={3 * largest:,} bytes is less than the {8 * largest:,} bytes "
                                          "of shards that the ranks of a node may be reading at once .*; give at least "
                                          f"{12 * largest:,}"):
         pipeline.make_loader(s3_window_shards, "train", "cpu", 8, device="cpu", workers=1, cache_dir=tmp_path,

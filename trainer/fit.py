@@ -96,7 +96,7 @@ def _train(config, ctx, t, train_loader, validate, saved):
     rng = resume.rng_states(saved, ctx)
     if rng:
         checkpoint.set_rng_state(rng, ctx.device)
-    samples = SampleLog(config, ctx, train_loader.samples) if config.log_samples else None
+    samples = SampleLog(config, ctx, train_loader) if config.log_samples else None
     stop = Stop(config.checkpoint_every_steps, config.checkpoint_every_seconds,
                 distributed.peer_timeout(config.data_timeout))
     save = functools.partial(_save, config, ctx, t, stop)

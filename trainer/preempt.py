@@ -8,6 +8,7 @@ once: the checkpoint being written, if any, is a temp file, and the last good on
 import datetime
 import os
 import signal
+import sys
 import time
 
 import torch
@@ -25,6 +26,7 @@ class Stop:
 
     def __init__(self, every_steps=None, every_seconds=None, timeout=None):
         self.signal = None
+        self.stopping = False  # all ranks agreed to stop on a signal
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.last_save = time.monotonic()
         # `timeout`: seconds the agreement waits for the other ranks (None: torch's default)
@@ -47,7 +49,8 @@ class Stop:
         flags = torch.tensor([self.signal is not None, due], dtype=torch.int32)
         if self._group is not None:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group)
-        return bool(flags[0]), bool(flags[1])
+        self.stopping = bool(flags[0])
+        return self.stopping, bool(flags[1])
 
     def saved(self):
         self.last_save = time.monotonic()
@@ -57,5 +60,14 @@ class Stop:
         return signal.Signals(self.signal).name if self.signal else "another rank's signal"
 
     def close(self):
+        """Give the signals back; after a stop they end the process with EXIT_PREEMPTED instead: the checkpoint is
+        written, and a launcher that signals the ranks still running once the first has left (torchrun does) must
+        not turn a finished stop into a kill during the seconds the interpreter takes to exit."""
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, _leave_preempted if self.stopping else handler)
+
+
+def _leave_preempted(number, frame):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_PREEMPTED)

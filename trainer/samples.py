@@ -9,8 +9,9 @@ from pipeline import sampling
 
 
 class SampleLog:
-    def __init__(self, config, ctx, samples):
-        self.config, self.ctx, self.samples = config, ctx, samples
+    def __init__(self, config, ctx, loader):
+        """`loader`: the train loader, whose order (global or shard-window) the log follows."""
+        self.config, self.ctx, self.samples, self.windows = config, ctx, loader.samples, loader.windows
         self.file = open(Path(config.output_dir) / f"samples-rank{ctx.rank}.jsonl", "a")  # noqa: SIM115 (closed by close())
         self._pass = None  # (epoch, start, this rank's micro-batches from start)
 
@@ -28,7 +29,8 @@ class SampleLog:
     def _micro_batches(self, epoch, start):
         c = self.config
         return sampling.train_batches(self.samples, c.batch_size, rank=self.ctx.rank, world=self.ctx.world_size,
-                                      seed=c.seed, epoch=epoch, start=start, accumulate=c.accumulate)
+                                      seed=c.seed, epoch=epoch, start=start, accumulate=c.accumulate,
+                                      windows=self.windows)
 
     def close(self):
         self.file.close()
