@@ -1,13 +1,14 @@
-"""`python -m bench [prep|loaders|train|recipes|doctor] [options]`; no subcommand runs the three benchmarks with
+"""`python -m bench [prep|loaders|train|recipes|doctor|sweep] [options]`; no subcommand runs the three benchmarks with
 defaults. `recipes` (fixed resolution against progressive resizing and EMA, minutes of training) runs only when
-named; `doctor` is the self-check of this machine's paths, not a benchmark."""
+named; `doctor` is the self-check of this machine's paths, not a benchmark; `sweep` tries the URL cache's promise
+(refused at once, or run to the end) on random configurations."""
 import importlib
 import sys
 
 from common.errors import DataError
 
 SUITES = ("loaders", "train", "prep")
-COMMANDS = (*SUITES, "recipes", "doctor")
+COMMANDS = (*SUITES, "recipes", "doctor", "sweep")
 
 
 def main(argv=None):
