@@ -90,7 +90,7 @@ class CpuLoader:
         # NoRoom, in one line, rather than torch's traceback from inside share_memory_().
         ring = memory.Ring(rows=sampling.largest_batch(len(reader), options), side=options.crop_size,
                            itemsize=(torch.uint8 if self._on_gpu else options.dtype).itemsize, prefetch=PREFETCH,
-                           spare=HELD, label_itemsize=np.dtype(np.int64).itemsize)  # BatchBuilder's labels
+                           spare=HELD)
         memory.make_room(ring, options.workers, split=options.split, local_ranks=len(options.node_ranks))
         self._ring = _Ring(ring.slots(options.workers), ring.rows, options, uint8=self._on_gpu)
         memory.hold(self._ring, ring.need(options.workers))  # what this process's next loader counts against /dev/shm
@@ -220,7 +220,9 @@ class BatchBuilder(torch.utils.data.Dataset):
             if self.normalise:
                 self.normalise(pixels, images[kept])
             kept += 1
-        return slot, size, kept, labels[:kept], skipped
+        # Labels as a list go through the pipe: a tensor would be a shared-memory object of its own, whose descriptor
+        # the receiver must fetch from this process, so a worker stopped mid-hand-over would hold it past any timeout.
+        return slot, size, kept, labels[:kept].tolist(), skipped
 
     def _box(self, rng):
         o = self.options

@@ -14,8 +14,8 @@ trainer: train, then val). A loader's ring fits when
 - this ring <= what /dev/shm has free now (what other processes, or ranks ahead of this one, hold is gone).
 A train loader cannot see the val ring to come: it is judged when the val loader is built.
 
-What a ring needs: its slots of `rows` side x side x 3 images, each slot's batch of labels (which a worker hands back
-as a tensor in a shared-memory object of its own), each allocation in whole pages. A GPU's ring is the same memory:
+What a ring needs: its slots of `rows` side x side x 3 images, in whole pages (labels travel through the
+DataLoader's pipe, outside shared memory). A GPU's ring is the same memory:
 it is page-locked in place (cpu._pin registers the ring's own pages), no copy in shared memory.
 """
 import math
@@ -34,13 +34,12 @@ _held = {"bytes": 0}  # the bytes of the rings this process holds (hold), until 
 @dataclass(frozen=True)
 class Ring:
     """A ring's shape: workers x prefetch + spare slots of `rows` images of side x side x 3 elements of `itemsize`
-    bytes, and `rows` labels of `label_itemsize` bytes a slot."""
+    bytes."""
     rows: int
     side: int
     itemsize: int
     prefetch: int
     spare: int
-    label_itemsize: int
 
     def slots(self, workers):
         """The tasks a DataLoader of `workers` keeps in flight, and the batches held after them."""
@@ -48,9 +47,7 @@ class Ring:
 
     def need(self, workers):
         """The bytes of shared memory a ring for `workers` takes."""
-        slots = self.slots(workers)
-        return _pages(slots * self.rows * 3 * self.side ** 2 * self.itemsize) + slots * _pages(
-            self.rows * self.label_itemsize)
+        return _pages(self.slots(workers) * self.rows * 3 * self.side ** 2 * self.itemsize)
 
 
 @dataclass(frozen=True)
@@ -132,7 +129,7 @@ def _largest_batch(ring, workers, *, local_ranks, space, held):
     low, high = 0, ring.rows - 1
     while low < high:
         middle = (low + high + 1) // 2
-        smaller = Ring(middle, ring.side, ring.itemsize, ring.prefetch, ring.spare, ring.label_itemsize)
+        smaller = Ring(middle, ring.side, ring.itemsize, ring.prefetch, ring.spare)
         if fits(smaller.need(workers), local_ranks=local_ranks, space=space, held=held):
             low = middle
         else:

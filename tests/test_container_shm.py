@@ -26,7 +26,7 @@ def pages(nbytes):
 
 
 def ring(rows=64, side=224, itemsize=4):
-    return Ring(rows=rows, side=side, itemsize=itemsize, prefetch=2, spare=2, label_itemsize=8)
+    return Ring(rows=rows, side=side, itemsize=itemsize, prefetch=2, spare=2)
 
 
 def refusal(shape, workers, **given):
