@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,9 +176,14 @@ class ShardCache:
             return None
 
     def held(self):
-        """Bytes of copies present or being written."""
-        with self._locked():
-            return self._count()[0]
+        """Bytes of copies present or being written, as the directory shows them now. No lock is taken: this is what a
+        message reports, and a process stopped while holding cache.lock must not stop the message too."""
+        held = 0
+        for entry in os.scandir(self.shards):
+            name = entry.name[1:-len(".part")] if entry.name.endswith(".part") else entry.name
+            with suppress(FileNotFoundError):  # evicted or renamed meanwhile
+                held += max(self._sizes.get(name, 0), entry.stat().st_size)
+        return held
 
     def fetch(self, copy):
         """Write the reserved copy from its URL (transient errors retried with backoff by common.store) and check
