@@ -39,10 +39,10 @@ def refusal(shape, workers, **given):
 
 # --- the arithmetic ---------------------------------------------------------------------------------------------------
 
-def test_need_is_every_slot_of_images_and_labels_in_whole_pages():
+def test_need_is_every_slot_of_images_in_whole_pages():
     shape = ring(rows=64, side=224, itemsize=4)
     assert shape.slots(4) == 10  # 4 workers x 2 tasks ahead + 2 held
-    assert shape.need(4) == pages(10 * 64 * IMAGE * 4) + 10 * pages(64 * 8)
+    assert shape.need(4) == pages(10 * 64 * IMAGE * 4)  # labels travel through the pipe
 
 
 def test_fits_each_rank_of_the_node():
@@ -117,7 +117,7 @@ def test_the_cpu_loader_refuses_before_it_allocates_and_val_counts_train(sample_
         make_loader(sample_shards, "train", "cpu", 50, crop_size=224, **kwargs)  # 4 slots x 30 MB
     assert memory.held() == before
     train = make_loader(sample_shards, "train", "cpu", 50, crop_size=112, **kwargs)  # 4 slots x 7.5 MB
-    assert memory.held() - before == pages(4 * 50 * 3 * 112 * 112 * 4) + 4 * pages(50 * 8)
+    assert memory.held() - before == pages(4 * 50 * 3 * 112 * 112 * 4)
     with pytest.raises(NoRoom, match="val batch ring .* on top of the 28.7 MiB"):  # 4 x 15.4 MB: alone it fits
         make_loader(sample_shards, "val", "cpu", 50, crop_size=160, **kwargs)
     del train
