@@ -39,3 +39,8 @@ class NoRoom(DataError):
     is needed, what there is, and what would fit (a larger --shm-size, fewer workers, a smaller batch, the least
     cache limit)."""
     exit_status = 2
+
+
+class MissingSample(DataError):
+    """A file that a file list (train_list.txt, val_list.txt) names but that is not there or cannot be read: the
+    folder layout changed after prep. Damaged data (exit status 1): the dataset is where it was said to be."""

@@ -12,7 +12,6 @@ A data path may also be a URL of a prep output (common.store): its manifest is r
 `index_copy` (the node-local cache keeps copies), and its tars are fetched whole into that cache, where each is
 checked on arrival (sha256 by the cache, the index's member names here: check_copy).
 """
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 from common import store
 from common.errors import BadManifest, DamagedShard, MissingData
-from common.layout import LISTS, MANIFEST, has_manifest, read_index, read_list, read_manifest
+from common.layout import LISTS, MANIFEST, has_manifest, load_manifest, parse_manifest, read_index, read_list
 
 TAR_BLOCK = 512  # a tar member's data follows its 512-byte header, which starts with the member's name
 
@@ -43,10 +42,12 @@ class Shard:
 
 @dataclass(frozen=True)
 class ShardSplit:
-    """A split's shards, in manifest order; a URL's come with `index_copy`, shard -> a local copy of its index."""
+    """A split's shards, in manifest order; a URL's come with `index_copy`, shard -> a local copy of its index.
+    `num_classes`: the manifest's class count, which every label read must be below (None: unchecked)."""
     shards: list
     samples: int
     index_copy: Callable | None = None
+    num_classes: int | None = None
 
     @cached_property
     def table(self):
@@ -66,10 +67,12 @@ class ShardSplit:
 
 @dataclass(frozen=True)
 class FolderSplit:
-    """`root/<wnid>/<file>` images with labels from a DALI file_list (`<relative path> <label>` lines)."""
+    """`root/<wnid>/<file>` images with labels from a DALI file_list (`<relative path> <label>` lines), the file
+    `listed_in`."""
     root: Path
     files: list
     labels: np.ndarray
+    listed_in: Path | None = None
 
     @property
     def samples(self):
@@ -127,7 +130,7 @@ def open_dataset(data_path, index_copy=None):
     if not root.is_dir():
         raise MissingData(f"data path {root} is not a directory")
     if has_manifest(root):
-        return _from_manifest(root, read_manifest(root), lambda name: root / name)
+        return _from_manifest(root, load_manifest(root), lambda name: root / name)
     if any((root / name).is_file() for name in LISTS.values()):
         return _from_folders(root)
     raise MissingData(f"{root} has neither {MANIFEST} nor {' / '.join(LISTS.values())}")
@@ -139,10 +142,7 @@ def _from_url(url, index_copy):
     except FileNotFoundError:
         raise MissingData(f"{url} has no {MANIFEST}: a URL is read as a prep output (python -m prep.imagenet "
                           "--out URL)") from None
-    try:
-        manifest = json.loads(text)
-    except ValueError as error:
-        raise BadManifest(f"{store.join(url, MANIFEST)} is not a prep manifest ({error!r})") from None
+    manifest = parse_manifest(text, store.join(url, MANIFEST))
     data = _from_manifest(url, manifest, lambda name: store.join(url, name), index_copy)
     if not data.splits:
         raise MissingData(f"{url} holds no shards; a URL is read as shards (prep --layout shards or both)")
@@ -150,35 +150,42 @@ def _from_url(url, index_copy):
 
 
 def _from_manifest(root, manifest, locate, index_copy=None):
-    try:
-        classes = manifest["classes"]
-        splits = {name: _shard_split(split, locate, index_copy) for name, split in manifest["splits"].items()
-                  if split["shards"]}
-    except (KeyError, TypeError, ValueError) as error:
-        raise BadManifest(f"{locate(MANIFEST)} is not a prep manifest ({error!r})") from None
+    """The Dataset of a manifest that common.layout.check_manifest has passed (file names, fields, versions)."""
+    classes = manifest["classes"]
+    splits = {name: _shard_split(split, locate, index_copy, len(classes)) for name, split in manifest["splits"].items()
+              if split["shards"]}
     if not splits and not store.is_url(root):
-        folders = _from_folders(root)
-        return Dataset(root, classes, folders.splits)
+        return _from_folders(root, classes)
     return Dataset(root, classes, splits)
 
 
-def _shard_split(split, locate, index_copy):
+def _shard_split(split, locate, index_copy, num_classes):
     shards = [Shard(locate(entry["name"]), locate(entry["index"]), int(entry["samples"]), int(entry["bytes"]),
                     entry.get("sha256")) for entry in split["shards"]]
-    return ShardSplit(shards, int(split["samples"]), index_copy)
+    return ShardSplit(shards, int(split["samples"]), index_copy, num_classes)
 
 
-def _from_folders(root):
-    splits = {name: _folder_split(root, name) for name, file_list in LISTS.items() if (root / file_list).is_file()}
-    if not splits:
+def _from_folders(root, classes=None):
+    """The folder layout's splits; `classes` from the manifest, else the class folders of the first split."""
+    lists = [name for name, file_list in LISTS.items() if (root / file_list).is_file()]
+    if not lists:
         raise MissingData(f"{root} has no {' / '.join(LISTS.values())}")
-    classes = sorted(p.name for p in (root / next(iter(splits))).iterdir() if p.is_dir())
-    return Dataset(root, classes, splits)
+    whose = f"the {len(classes)} classes of {root / MANIFEST}" if classes is not None else None
+    if classes is None:
+        classes = sorted(p.name for p in (root / lists[0]).iterdir() if p.is_dir())
+        whose = f"the {len(classes)} class folders of {root / lists[0]}"
+    return Dataset(root, classes, {name: _folder_split(root, name, len(classes), whose) for name in lists})
 
 
-def _folder_split(root, name):
-    files, labels = read_list(root / LISTS[name])
-    return FolderSplit(root / name, files, labels)
+def _folder_split(root, name, num_classes, whose):
+    listed_in = root / LISTS[name]
+    files, labels = read_list(listed_in)
+    beyond = np.flatnonzero(labels >= num_classes)
+    if len(beyond):
+        line = int(beyond[0])
+        raise BadManifest(f"{listed_in}:{line + 1}: label {labels[line]} of {files[line]} is not below {whose}: "
+                          "the classes or the list changed after prep")
+    return FolderSplit(root / name, files, labels, listed_in)
 
 
 def _check_shard(shard, index):

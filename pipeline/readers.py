@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import DamagedShard
+from common.errors import DamagedShard, MissingSample
 from pipeline.dataset import ShardSplit
 
 
@@ -31,6 +31,7 @@ class ShardReader:
         self._tars = [str(copy) for copy in copies] if copies else self.table.tars
         self._cached = copies is not None
         self._fds = {}
+        self.num_classes = split.num_classes
 
     def __len__(self):
         return len(self.table)
@@ -45,7 +46,13 @@ class ShardReader:
         label = span[t.cls_at[i]:t.cls_at[i] + t.cls_size[i]]
         if not label.isdigit():
             raise CorruptLabel(f"label {label[:20]!r} is not a decimal class index")
-        return memoryview(span)[t.jpg_at[i]:t.jpg_at[i] + t.jpg_size[i]], int(label)
+        label = int(label)
+        if self.num_classes is not None and label >= self.num_classes:  # a number, but of no class the model has
+            folder = str(t.tars[t.tar_id[i]]).rsplit("/", 1)[0]
+            raise DamagedShard(f"sample {self.describe(i)} in {folder}: label {label} is not below the manifest's "
+                               f"{self.num_classes} classes (its class list was cut, or the shard is another "
+                               f"dataset's); check the data with python -m prep.verify {folder}")
+        return memoryview(span)[t.jpg_at[i]:t.jpg_at[i] + t.jpg_size[i]], label
 
     def describe(self, i):
         """'<tar>:<member>' of sample i's JPEG, looked up in its index only when something went wrong."""
@@ -78,12 +85,22 @@ class FolderReader:
         self.root = split.root
         self.files = split.files
         self.labels = split.labels
+        self.listed_in = split.listed_in
 
     def __len__(self):
         return len(self.files)
 
     def read(self, i):
-        return (self.root / self.files[i]).read_bytes(), int(self.labels[i])
+        """(JPEG bytes, label) of sample i; a file its list names that is gone or unreadable is damaged data
+        (MissingSample, naming the file), not a traceback from a loader worker."""
+        path = self.root / self.files[i]
+        listed = f" in {self.listed_in}" if self.listed_in else ""
+        try:
+            return path.read_bytes(), int(self.labels[i])
+        except FileNotFoundError:
+            raise MissingSample(f"{path} is listed{listed} but missing (deleted or moved after prep)") from None
+        except OSError as error:
+            raise MissingSample(f"{path}, listed{listed}, cannot be read ({error.strerror or error})") from None
 
     def describe(self, i):
         return str(self.root / self.files[i])

@@ -17,10 +17,11 @@ from pathlib import Path
 from common import store
 from common.cli import Parser, input_dir_problem
 from common.digest import file_digest
-from common.errors import DataError
-from common.layout import LISTS, MANIFEST, parse_list_line
+from common.errors import BadManifest, DataError
+from common.layout import LISTS, MANIFEST, parse_list_line, parse_manifest
 from prep import remote
 from prep.progress import progress
+from prep.shards import SCRATCH
 from prep.tario import KEY, unsafe_reason
 
 
@@ -38,6 +39,10 @@ class Folder:
 
     def read_text(self, relative):
         return self.name(relative).read_text()
+
+    def unfinished(self):
+        """Whether it holds what a prep run leaves before its manifest: its scratch folder, shards."""
+        return (self.root / SCRATCH).is_dir() or any(self.root.glob("*.tar"))
 
     @contextmanager
     def local(self, *relatives):
@@ -63,6 +68,11 @@ class Bucket:
     def read_text(self, relative):
         return store.read_text(self.name(relative))
 
+    def unfinished(self):
+        """Whether the prefix holds anything: without a manifest, an upload that stopped."""
+        self.has(MANIFEST)
+        return bool(self.listed)
+
     @contextmanager
     def local(self, *relatives):
         """Temp copies of the objects `relatives`, removed after the block (a missing object: a missing file)."""
@@ -83,11 +93,15 @@ def verify(out):
     """Problems found in the prep output `out` (a Folder or Bucket: see `place`), one line each; empty when
     everything matches."""
     try:
-        found = json.loads(out.read_text(MANIFEST))
+        # the checks every reader of the data makes, in one place (common.layout): JSON, version, class list
+        # against per-class counts, shard names inside the dataset
+        found = parse_manifest(out.read_text(MANIFEST), out.name(MANIFEST))
         classes, splits = found["classes"], found["splits"]
         _require_fields(splits)
         shards = [shard for entry in splits.values() for shard in entry["shards"]]
         total = sum(shard["bytes"] for shard in shards)
+    except BadManifest as error:
+        return [str(error)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return [f"{out.name(MANIFEST)}: unreadable manifest ({type(error).__name__}: {error})"]
     if shards and importlib.util.find_spec("wds2idx") is None:
@@ -240,8 +254,15 @@ def main(argv=None):
 def check(named, out):
     """Prints the verdict on the prep output `out` (a Folder or Bucket), given as `named`; returns the exit
     status."""
-    if not out.has(MANIFEST):  # an output whose run never finished: it fails the check
-        raise SystemExit(f"verify: {named}: no {MANIFEST}; expected the --out of python -m prep.imagenet")
+    if not out.has(MANIFEST):
+        if out.unfinished():  # an output whose run never finished: it fails the check (damaged, 1)
+            raise SystemExit(f"verify: {named}: no {MANIFEST}: its prep run never finished; run the same "
+                             "python -m prep.imagenet command again to finish it")
+        # not a prep output: data not where it was said to be (2)
+        what = "holds the folder layout's file lists but" if any(map(out.has, LISTS.values())) else "is not a dataset:"
+        print(f"verify: {named} {what} no {MANIFEST}; verify checks the --out of python -m prep.imagenet",
+              file=sys.stderr)
+        raise SystemExit(2)
     problems = verify(out)
     for problem in problems:
         print(f"verify: {problem}", file=sys.stderr)

@@ -61,6 +61,6 @@ def test_counts_that_disagree_with_the_manifest_are_found(copy, verify):
 
 
 def test_a_missing_manifest_is_one_line(tmp_path, verify):
-    result = verify(tmp_path)
-    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    result = verify(tmp_path)  # an empty directory is no dataset: data not where it was said to be
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "no manifest.json" in result.stderr

@@ -1,7 +1,9 @@
 """The run's train and validation loaders, and the flags only the data can refute."""
 import dataclasses
+import warnings
 
 import torch
+import torchvision
 
 from pipeline import make_loader
 from trainer.args import FlagError
@@ -17,6 +19,7 @@ def build_loaders(config, ctx):
                   timeout=config.data_timeout)
     train = None
     if not config.evaluate:
+        _check_batch_norm(config)
         steps = _cap(config.training_step_per_epoch)  # optimizer steps; the loader counts micro-batches
         # crop_size: the largest training resolution, which sizes the loader's batch memory once
         train = make_loader(config.data_path, "train", config.loader, config.batch_size, crop_size=config.crop_size,
@@ -42,6 +45,23 @@ def _check_fits(config, ctx, train):
     if config.skip_steps >= steps:
         ctx.say(f"trainer: --skip_steps {config.skip_steps} covers all {steps} steps of an epoch: no step is "
                 "timed, so the report has no train_fps_*")
+
+
+def _check_batch_norm(config):
+    """A training batch of one image per rank cannot train BatchNorm (torch: "Expected more than 1 value per channel
+    when training", mid-step): refused before any data is read. The rule is the batch, whatever the crop size: where
+    the maps are still larger than 1 x 1 such a step runs, but its statistics are one image's."""
+    if config.batch_size == 1 and _has_batch_norm(config.model):
+        raise FlagError(f"a batch of 1 image per rank (--batch-size) cannot train --model {config.model}: its "
+                        "BatchNorm layers need more than one value per channel; the smallest batch per rank that "
+                        "trains it is 2")
+
+
+def _has_batch_norm(name):
+    with warnings.catch_warnings(), torch.device("meta"):  # the layers alone: no memory, no initialisation cost
+        warnings.simplefilter("ignore")  # inception_v3's note on its initialisation is build_model's to show
+        model = torchvision.models.get_model(name, weights=None)
+    return any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules())
 
 
 def _cap(steps):
