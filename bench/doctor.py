@@ -12,8 +12,8 @@ It checks, through the public interfaces, what the test suite cannot check witho
 - images/s of the trainer fed by each loader beside the synthetic ceiling, and the bottleneck verdict;
 - library, driver and device versions.
 A check this machine cannot run says so and why. The exit status is 1 if any check FAILs. Everything, with
-the failures' tracebacks, is saved as JSON (bench/results/doctor-<machine>.json): send that file with a bug
-report.
+the failures' tracebacks, is saved as JSON (doctor-<machine>.json in --results, default ./bench-results): send
+that file with a bug report.
 """
 import argparse
 import contextlib
@@ -37,7 +37,7 @@ import pipeline
 from bench import colours, results
 from bench.data import imagenet_sized_shards
 from bench.train import trainer_report, verdict
-from common.cli import Parser, output_problem, prepped_images
+from common.cli import Parser, prepped_images
 from prep import imagenet as prep_imagenet
 from trainer.fit import main as run_trainer
 
@@ -81,14 +81,14 @@ def parse_args(argv):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="include the torch.compile steps (default: on a GPU; on a CPU they take minutes of C++ "
                         "builds)")
-    p.add_argument("--out-dir", type=Path, default=results.RESULTS_DIR,
-                   help="where doctor-<machine>.json goes (default: bench/results)")
+    results.add_option(p, "--out-dir")  # --out-dir: its earlier name
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here; run with --device cpu for the CPU subset")
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.compile = args.device.type == "cuda" if args.compile is None else args.compile
-    p.require(f"--out-dir {args.out_dir}", output_problem(args.out_dir))
+    old_name = any(arg.split("=")[0] == "--out-dir" for arg in argv or ())
+    results.check_option(p, args, "--out-dir" if old_name else "--results")
     if args.data_path:
         check_data(p, args)
     return args
@@ -342,4 +342,4 @@ def print_table(rows, seconds):
 
 
 def save(rows, args):
-    return results.save("doctor", {"device": str(args.device), "rows": [asdict(row) for row in rows]}, args.out_dir)
+    return results.save("doctor", {"device": str(args.device), "rows": [asdict(row) for row in rows]}, args.results)

@@ -91,7 +91,9 @@ def parse_args(argv):
                         help="comma-separated, from " + ", ".join(LOADERS) + " (default: those usable here)")
     parser.add_argument("--remote", action="store_true",
                         help="read the data from a loopback S3 server through the node-local cache, beside local disk")
+    results.add_option(parser)
     args = parser.parse_args(argv)
+    results.check_option(parser, args)
     args.backends = [b for b in args.backends.split(",") if b]
     if not args.backends:
         parser.error(f"--backends: none named; choose from {', '.join(LOADERS)}")
@@ -146,7 +148,7 @@ def main(argv=None):
     table = summarise(runs)
     print_table(table, decode, args, images)
     print_resume_table(table, images, start)
-    path = results.save("loaders", {
+    path = results.save("loaders", out_dir=args.results, payload={
         "data_path": str(data_path), "train_images": images, "batch_size": args.batch_size,
         "workers": args.workers, "steps": args.steps, "rounds": args.rounds, "crop_size": 224, "resume_start": start,
         "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
@@ -400,7 +402,7 @@ def _measure_remote(args, url, where, data_path, scratch):
     print_remote_table(table, args, train, data_bytes, limit, where)
     print_fetch_cost(fetch, table, train)
     downloads.print_table(node, train, where, args.rounds)
-    path = results.save("loaders-remote", {
+    path = results.save("loaders-remote", out_dir=args.results, payload={
         "data_path": str(data_path), "url": where, "train_images": train["samples"],
         "train_shards": len(train["shards"]), "data_bytes": data_bytes, "cache_limit": limit,
         "batch_size": args.batch_size, "workers": args.workers, "rounds": args.rounds, "epochs": REMOTE_EPOCHS,

@@ -144,7 +144,9 @@ def parse_args(argv):
                         help="alternating timed runs of each method (default 9)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="scratch space (default build/bench/prep)")
     parser.add_argument("--keep", type=Path, help="write the source here and keep it; reused if already there")
+    results.add_option(parser)
     args = parser.parse_args(argv)
+    results.check_option(parser, args)
     parser.require(f"--out {args.out}", output_problem(args.out))
     if args.keep:
         parser.require(f"--keep {args.keep}", output_problem(args.keep))
@@ -195,7 +197,7 @@ def main(argv=None):
         shutil.rmtree(scratch)
     report(summary)
     source_record = {key: src[key] for key in ("bytes", "classes", "generate_s")}
-    saved = results.save("prep", {"source": source_record, **summary})
+    saved = results.save("prep", {"source": source_record, **summary}, out_dir=args.results)
     print(f"  saved {saved}")
     return 0
 

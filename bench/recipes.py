@@ -33,7 +33,8 @@ see. The runs go in turn: other load on the machine shows up as time, so run it 
 Defaults: resnet18 for 6 epochs at 32 px, progressive 16,16,24,32,32,32, validation at 32 px, batch 50, lr 0.05,
 EMA decay 0.99 per step; the cpu loader; cuda when there is one. Without --data-path a sample of 10 classes x 400
 train and 50 validation images of 64-160 px is made once under build/bench/recipes; then the bench takes about 3
-minutes on 2 cores. Results: a table, bench/results/recipes-<machine>.json and a PNG beside it.
+minutes on 2 cores. Results: a table, recipes-<machine>.json and a PNG beside it in --results (default
+./bench-results).
 """
 import json
 import tempfile
@@ -80,7 +81,9 @@ def parse_args(argv):
     p.add_argument("--loader", choices=[name for name in pipeline.BACKENDS if name != "synthetic"], default="cpu")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if gpu else "cpu",
                    help="default: cuda when there is one")
+    results.add_option(p)
     args = p.parse_args(argv)
+    results.check_option(p, args)
     args.val_crop_size = args.val_crop_size or args.crop_size
     check_values(p, args)
     check_data(p, args)
@@ -137,7 +140,7 @@ def main(argv=None):
             runs[name] = measure(args, data_path, flags, Path(scratch) / name)
     payload = summarise(args, data_path, runs)
     print_table(payload)
-    path = results.save("recipes", payload)
+    path = results.save("recipes", payload, out_dir=args.results)
     try:
         image = plot.plot_recipes(payload, path.with_suffix(".png"))
     except ImportError as missing:  # matplotlib is optional: the figures are saved, only the PNG is not drawn

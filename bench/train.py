@@ -14,7 +14,8 @@ the trainer overhead is the median of those paired ratios, so drifts in machine 
 Defaults: on a CPU resnet18 at 64 px, batch 32, 12 timed steps after 3 skipped (about 2 minutes on 2 cores);
 on a GPU ResNet-50 at 224 px, batch 256, bf16 autocast, channels_last, 50 timed steps after 10 skipped.
 Without --data-path an ImageNet-sized sample big enough for one epoch of the run is made once under
-build/bench/data. Results: a table, bench/results/train-<machine>.json and a PNG beside it.
+build/bench/data. Results: a table, train-<machine>.json and a PNG beside it in --results (default
+./bench-results), with this machine's `bench loaders` result there drawn in as the loader-only ceilings.
 """
 import argparse
 import contextlib
@@ -66,7 +67,9 @@ def parse_args(argv):
     p.add_argument("--workers", type=integer(1), help="loader workers (default: the loader's)")
     p.add_argument("--rounds", type=integer(1), default=5,
                    help="alternating rounds; the best of each counts (default 5)")
+    results.add_option(p)
     args = p.parse_args(argv)
+    results.check_option(p, args)
     args.loaders = [name for name in args.loaders.split(",") if name and name != "synthetic"]
     unknown = [name for name in args.loaders if name not in pipeline.BACKENDS]
     if unknown:
@@ -118,7 +121,7 @@ def main(argv=None):
     best = {name: max(reports, key=lambda r: r["train_fps_mean"]) for name, reports in trainer_runs.items()}
     payload = summarise(args, data_path, best, trainer_runs, bare_runs)
     print_table(payload)
-    path = results.save("train", payload)
+    path = results.save("train", payload, out_dir=args.results)
     try:
         image = plot.plot_train(payload, path.with_suffix(".png"), loaders_result(path))
     except ImportError as missing:  # matplotlib is optional: the figures are saved, only the PNG is not drawn

@@ -73,6 +73,7 @@ BAD_FLAGS = [
     ("bench loaders", "--data-path {src}", "--data-path {src}"),
     ("bench loaders", "--data-path {broken}", "--data-path {broken}"),
     ("bench loaders", "--data-path {shards}", "--data-path {shards}"),
+    ("bench loaders", "--results {file}", "--results {file}"),
 
     ("bench train", "--batch-size 0", "--batch-size"),
     ("bench train", "--crop-size -1", "--crop-size"),
@@ -89,6 +90,7 @@ BAD_FLAGS = [
     ("bench train", "--data-path {file}", "--data-path {file}"),
     ("bench train", "--data-path {src}", "--data-path {src}"),
     ("bench train", "--data-path {shards}", "--data-path {shards}"),
+    ("bench train", "--results {file}/out", "--results {file}/out"),
 
     ("bench prep", "--size-mb 0", "--size-mb"),
     ("bench prep", "--size-mb -3", "--size-mb"),
@@ -103,10 +105,14 @@ BAD_FLAGS = [
     ("bench prep", "--out {file}/out", "--out {file}/out"),
     ("bench prep", "--keep {file}", "--keep {file}"),
     ("bench prep", "--keep {file}/src", "--keep {file}/src"),
+    ("bench prep", "--results {file}", "--results {file}"),
+    ("bench", "--results {file}", "--results {file}"),
+    ("bench recipes", "--results {file}", "--results {file}"),
 
     ("bench doctor", "--device tpu", "--device"),
     ("bench doctor", "--out-dir {file}", "--out-dir {file}"),
     ("bench doctor", "--out-dir {file}/out", "--out-dir {file}/out"),
+    ("bench doctor", "--results {file}", "--results {file}"),
     ("bench doctor", "--data-path {missing}", "--data-path {missing}"),
     ("bench doctor", "--data-path {file}", "--data-path {file}"),
     ("bench doctor", "--data-path {src}", "--data-path {src}"),

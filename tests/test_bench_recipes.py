@@ -1,14 +1,13 @@
 """bench recipes runs the trainer three times on the same data, epochs and seed: every epoch at the full crop, on the
 progressive-resizing ramp, and on the ramp with an EMA of the weights; it records what each epoch trained at and
 each validation over time, and refuses a bad flag in one line before any run."""
-import functools
 import importlib.util
 import json
 import types
 
 import pytest
 
-from bench import recipes, results
+from bench import recipes
 from prep import imagenet, sample
 from trainer.resolution import train_resolution
 
@@ -24,11 +23,11 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-def test_three_runs_same_epochs_and_seed_each_epoch_at_its_resolution(shards, tmp_path, monkeypatch, capsys,
+def test_three_runs_same_epochs_and_seed_each_epoch_at_its_resolution(shards, tmp_path, capsys,
                                                                       one_torch_thread):
-    monkeypatch.setattr(results, "save", functools.partial(results.save, out_dir=tmp_path / "results"))
     ramp_flags = [f"--{name.replace('_', '-')} {value}" for name, value in RAMP.items()]
-    argv = f"--data-path {shards} --device cpu --epochs 3 --batch-size 8 --seed 7 --val-crop-size 40 --ema 0.9"
+    argv = (f"--data-path {shards} --device cpu --epochs 3 --batch-size 8 --seed 7 --val-crop-size 40 --ema 0.9 "
+            f"--results {tmp_path / 'results'}")
     assert recipes.main(" ".join([argv, *ramp_flags]).split()) == 0
 
     saved = json.loads(next((tmp_path / "results").glob("recipes-*.json")).read_text())

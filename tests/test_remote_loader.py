@@ -110,15 +110,13 @@ def test_the_synthetic_backend_takes_its_sizes_from_a_urls_manifest(s3_window_sh
 
 
 def test_bench_loaders_remote_measures_a_url_beside_a_local_copy_of_it(http_store, http_window_shards, tmp_path,
-                                                                          monkeypatch, capsys):
-    import functools
+                                                                          capsys):
     import json
 
-    from bench import loaders, results
+    from bench import loaders
 
-    monkeypatch.setattr(results, "save", functools.partial(results.save, out_dir=tmp_path))
     assert loaders.main(["--remote", "--data-path", http_window_shards, "--backends", "cpu", "--rounds", "1",
-                         "--batch-size", "4", "--workers", "1"]) == 0
+                         "--batch-size", "4", "--workers", "1", "--results", str(tmp_path)]) == 0
     saved = json.loads(next(tmp_path.glob("loaders-remote-*.json")).read_text())
     cold = saved["loaders"]["cpu"]["epochs"][0]
     assert saved["url"] == http_window_shards and saved["train_shards"] == 20
