@@ -14,6 +14,7 @@ import torch
 import pipeline
 from common.store import is_url
 from pipeline import crops
+from trainer import checkpoint
 from trainer.config import AMP_DTYPES, RunConfig
 from trainer.distributed import BACKENDS, init_method_for
 from trainer.model import check_train_crop, classification_models
@@ -153,8 +154,12 @@ def build_parser():
 
     control = p.add_argument_group("control")
     control.add_argument("--resume", default=AUTO,
-                         help="auto (default): the newest readable checkpoint in --output-dir, if any, so the same "
-                              "command goes on after a preemption; or a checkpoint file, or a directory of them")
+                         help="auto (default): the newest readable checkpoint in --output-dir, if any (else a fresh "
+                              "run), so the same command goes on after a preemption; or a checkpoint file, or a "
+                              "directory of them (one without any is refused). A resume keeps the checkpoint's "
+                              "schedule, except an --epochs given above its total, which extends the run: the "
+                              "schedule is then recomputed for the new total from the resumed position (step: "
+                              "unchanged; cosine, linear: the lr there rises to the longer curve's, said in one line)")
     control.add_argument("--checkpoint-every", "--checkpoint_every", type=_every, metavar="STEPS|Ns|Nm|Nh",
                          help="also checkpoint mid-epoch: every STEPS optimizer steps, or every N seconds, minutes or "
                               "hours (default: at the end of each epoch only)")
@@ -166,7 +171,12 @@ def build_parser():
     control.add_argument("--log-samples", "--log_samples", action="store_true",
                          help="write the sample numbers each rank trains on, per step, to samples-rank<R>.jsonl")
     control.add_argument("--start-epoch", "--start_epoch", type=int, help="start the schedule at this epoch")
-    control.add_argument("--evaluate", "-e", action="store_true", help="evaluate only (weights from --resume)")
+    control.add_argument("--evaluate", "-e", action="store_true",
+                         help="evaluate only the weights of --resume (auto: the newest checkpoint in --output-dir; "
+                              "none is refused), at the checkpoint's --val-crop-size and --val-size unless given")
+    control.add_argument("--evaluate-untrained", "--evaluate_untrained", action="store_true",
+                         help="evaluate randomly initialised weights (a chance-level baseline): --evaluate without "
+                              "any checkpoint")
     control.add_argument("--eval-freq", "--eval_freq", type=int, default=1,
                          help="evaluate every N epochs and at the end")
     control.add_argument("--stop-step-num", "--stop_step_num", "--steps", type=int,
@@ -216,9 +226,18 @@ def parse_args(argv=None):
         parser.set_defaults(**BY_NAME[args.recipe].flags)  # the recipe's values, under what the command line says
         args = parser.parse_args(argv)
     try:
-        return _config(args)
+        return _config(args, given=_typed(argv))
     except (ValueError, pipeline.MissingDependency) as error:
         parser.error(str(error))
+
+
+def _typed(argv):
+    """The settings the command line gave (their dests), whatever their values: a flag typed with its default value
+    is given, a recipe's value or a default is not."""
+    parser = build_parser()
+    for action in parser._actions:  # every default left out: what remains in the Namespace was typed
+        action.default = argparse.SUPPRESS
+    return tuple(sorted(vars(parser.parse_args(argv))))
 
 
 def default(name):
@@ -268,14 +287,14 @@ def _device_list(text):
     return devices
 
 
-def _config(args):
+def _config(args, given=()):
     """The Namespace checked and resolved into a RunConfig; each step raises ValueError naming the flag, in the order
     the steps run (values, precision, device, processes, workers, resume, data)."""
     _check_values(args)
     settled = _precision(args)
     settled.update(_processes(args, _device(args.device, args.gpu)))
     settled["workers"] = _capped_workers(settled["workers"], _first_rank(args))
-    settled["resume"] = args.resume if args.resume == AUTO else _checkpoint_path(args.resume)
+    settled.update(_resume(args), given=given)
     settled["checkpoint_every_steps"], settled["checkpoint_every_seconds"] = args.checkpoint_every or (None, None)
     settled.update(_data(args, settled["device"]))
     settled.update(crop_scale=tuple(args.crop_scale), crop_ratio=tuple(args.crop_ratio),
@@ -288,7 +307,7 @@ def _check_values(args):
     models = classification_models()
     if args.model not in models:
         raise ValueError(f"unknown --model {args.model!r}; choose from: {', '.join(models)}")
-    if not args.evaluate:
+    if not (args.evaluate or args.evaluate_untrained):
         check_train_crop(args.model, args.crop_size if args.min_res is None else min(args.min_res, args.crop_size))
     positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--print-freq": args.print_freq,
                 "--eval-freq": args.eval_freq, "--crop-size": args.crop_size, "--val-size": args.val_size,
@@ -524,9 +543,24 @@ def _listed(devices):
     return ",".join(map(str, devices))
 
 
+def _resume(args):
+    """resume (auto, or the checkpoint file or directory named) and evaluate: --evaluate-untrained is an evaluation
+    that reads no checkpoint, so it names none."""
+    if args.evaluate_untrained and args.resume != AUTO:
+        raise ValueError(f"--evaluate-untrained evaluates randomly initialised weights: drop it to evaluate "
+                         f"--resume {args.resume}")
+    resume = args.resume if args.resume == AUTO else _checkpoint_path(args.resume)
+    return {"resume": resume, "evaluate": args.evaluate or args.evaluate_untrained,
+            "evaluate_untrained": args.evaluate_untrained}
+
+
 def _checkpoint_path(path):
     if not Path(path).exists():
         raise ValueError(f"--resume {path}: no such checkpoint file or directory")
+    if Path(path).is_dir() and not checkpoint.candidates(path):
+        raise ValueError(f"--resume {path}: a directory with no checkpoint in it (checkpoint-*.pth, checkpoint.pth); "
+                         "name one that has, or leave --resume out (auto) for the newest in --output-dir, if any, "
+                         "else a fresh run")
     return os.fspath(path)
 
 

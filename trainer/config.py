@@ -82,7 +82,8 @@ class RunConfig:
     checkpoint_every_seconds: float | None  # or every N seconds
     keep_checkpoints: int
     log_samples: bool
-    evaluate: bool
+    evaluate: bool               # evaluate only: the checkpoint's weights (none is refused), or with
+    evaluate_untrained: bool     # randomly initialised ones, asked for explicitly
     start_epoch: int | None
     eval_freq: int
     stop_step_num: int | None
@@ -95,6 +96,9 @@ class RunConfig:
     init_method: str             # where the processes meet: a tcp:// or file:// URL, or env://
     dist_backend: str | None     # None: nccl on CUDA, gloo on CPU
     device_list: tuple[int, ...] | None  # the devices a spawn starts one process on each
+    # the settings the command line gave (dests), whatever their values, so a resume or an evaluation can tell a value
+    # asked for from a default: an --epochs above the checkpoint's extends the run, a --val-crop-size given wins
+    given: tuple[str, ...]
 
     @property
     def amp_dtype(self):

@@ -2,6 +2,7 @@
 checkpoint after each (and every --checkpoint-every), stop cleanly on a signal, report. `main(argv)` returns the
 report dict, so benchmarks can run the trainer in-process."""
 import functools
+import json
 import random
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint, distributed, launch, resume
-from trainer.args import AUTO, parse_args
+from trainer.args import parse_args
 from trainer.ema import EMA
 from trainer.loaders import build_loaders
 from trainer.loop import Best, Training, evaluate, train_epoch
@@ -20,7 +21,17 @@ from trainer.mixing import Mixing
 from trainer.model import build_model
 from trainer.optim import Schedule, build_optimizer
 from trainer.preempt import EXIT_PREEMPTED, Stop
-from trainer.report import Evaluated, RunLog, Trained, run_report, write_report
+from trainer.report import (
+    REPORT_FILE,
+    Evaluated,
+    Report,
+    RunLog,
+    Totals,
+    Trained,
+    run_report,
+    validation_line,
+    write_report,
+)
 from trainer.resolution import train_resolution
 from trainer.samples import SampleLog
 
@@ -50,6 +61,8 @@ def fit(config, ctx):
         run = _evaluate_only(config, ctx, validate)
     else:
         training = _training(config, ctx, model, len(train_loader) // config.accumulate, saved)
+        if _finished(config, training):
+            return _nothing_to_train(config, ctx, training, saved, eval_steps=len(val_loader))
         run = _train(config, ctx, training, train_loader, validate, saved)
     report = run_report(config, ctx, run, eval_steps=len(val_loader))  # the loaders are capped by the step flags
     if ctx.main:
@@ -91,7 +104,8 @@ def _train(config, ctx, t, train_loader, validate, saved):
     --stop-step-num or a signal (with a checkpoint). A Trained."""
     out = Path(config.output_dir)
     meter = ThroughputMeter(Clock(ctx.device), t.global_batch, config.skip_steps)
-    log = RunLog(out, ctx.main, append=saved is not None)
+    totals = Totals(saved, meter)  # the segments before this one, if resuming: their time, windows, skipped images
+    log = RunLog(out, ctx.main, append=saved is not None, val_at=(config.val_crop_size, config.val_size))
     best = Best.of(saved)
     rng = resume.rng_states(saved, ctx)
     if rng:
@@ -99,12 +113,8 @@ def _train(config, ctx, t, train_loader, validate, saved):
     samples = SampleLog(config, ctx, train_loader) if config.log_samples else None
     stop = Stop(config.checkpoint_every_steps, config.checkpoint_every_seconds,
                 distributed.peer_timeout(config.data_timeout))
-    save = functools.partial(_save, config, ctx, t, stop)
-    val_images, started = None, time.perf_counter()
+    save = functools.partial(_save, config, ctx, t, stop, totals, train_loader)
     try:
-        if _stop_step_reached(config, t):
-            ctx.say(f"trainer: already at step {t.position.global_step} >= --stop-step-num {config.stop_step_num}; "
-                    "nothing to train")
         while t.position.epoch < config.epochs and not _stop_step_reached(config, t):
             stopped = train_epoch(t, train_loader, meter, log, config.print_freq,
                                   functools.partial(_after_step, config, stop, save, samples, best))
@@ -117,7 +127,7 @@ def _train(config, ctx, t, train_loader, validate, saved):
             is_best = False
             if (t.position.epoch + 1) % config.eval_freq == 0 or t.position.epoch + 1 == config.epochs:
                 results = _evaluate_weights(t, validate, log)
-                val_images = results["raw"].images
+                totals.val_images = results["raw"].images
                 best, is_best = best.after(results)
             t.position.epoch, t.position.consumed = t.position.epoch + 1, 0
             save(best, is_best)
@@ -126,10 +136,40 @@ def _train(config, ctx, t, train_loader, validate, saved):
         log.close()
         if samples:
             samples.close()
-    images_skipped = int(distributed.sum_over_ranks([train_loader.skipped], ctx.device)[0])
+    images_skipped = int(distributed.sum_over_ranks([train_loader.skipped], ctx.device)[0]) + totals.skipped_before
     return Trained(steps_per_epoch=t.steps_per_epoch, global_step=t.position.global_step, best=best,
                    speed=meter.summary(), windows=meter.windows, images_skipped=images_skipped,
-                   val_images=val_images, training_time=time.perf_counter() - started)
+                   val_images=totals.val_images, training_time=totals.training_time())
+
+
+def _finished(config, t):
+    """Whether the run is already where it ends: its last epoch done, or --stop-step-num reached."""
+    return t.position.epoch >= config.epochs or _stop_step_reached(config, t)
+
+
+def _nothing_to_train(config, ctx, t, saved, eval_steps):
+    """A run started again with nothing left to train (a finished run's same command) leaves report.json as the run
+    wrote it, and says so; without one (a checkpoint resumed into another --output-dir) it writes the report of the
+    figures the checkpoint carries. Returns that report."""
+    at = t.position
+    if _stop_step_reached(config, t):
+        why = f"already at step {at.global_step} >= --stop-step-num {config.stop_step_num}"
+    else:
+        why = f"{config.resume} is at epoch {at.epoch} of --epochs {config.epochs} (global step {at.global_step})"
+    path = Path(config.output_dir) / REPORT_FILE
+    if ctx.main and path.exists():
+        ctx.say(f"trainer: nothing left to train: {why}; {path} is left as it was (a larger --epochs extends the run)")
+        return Report(json.loads(path.read_text()))
+    meter = ThroughputMeter(Clock(ctx.device), t.global_batch, config.skip_steps)
+    totals = Totals(saved, meter)
+    run = Trained(steps_per_epoch=t.steps_per_epoch, global_step=at.global_step, best=Best.of(saved),
+                  speed=meter.summary(), windows=meter.windows, images_skipped=totals.skipped_before,
+                  val_images=totals.val_images, training_time=totals.time_before)
+    report = run_report(config, ctx, run, eval_steps=eval_steps)
+    if ctx.main:
+        ctx.say(f"trainer: nothing left to train: {why}; {path} written from the figures of the checkpoint")
+        print(report.summary(write_report(config.output_dir, report)), flush=True)
+    return report
 
 
 def _evaluate_weights(t, validate, log):
@@ -171,11 +211,14 @@ def _say_stopped(ctx, t, out, stopped, stop):
                 f"or with --resume {out / checkpoint.LATEST}, goes on from there")
 
 
-def _save(config, ctx, t, stop, best, is_best=False):
-    """A checkpoint at t's position (and model_best.pth). Every rank takes part: each one's RNG states go in."""
-    rng = distributed.gather_objects(checkpoint.rng_state(ctx.device))
+def _save(config, ctx, t, stop, totals, train_loader, best, is_best=False):
+    """A checkpoint at t's position (and model_best.pth), with the run's totals so far. Every rank takes part: each
+    one's RNG states and count of images skipped go in."""
+    gathered = distributed.gather_objects((checkpoint.rng_state(ctx.device), train_loader.skipped))
+    rng, skipped = [rng for rng, _ in gathered], sum(count for _, count in gathered)
     # The settings go under "args", where checkpoints from before the RunConfig hold vars(args) by the same names.
-    state = {**t.state_dict(), **best.state(), "args": config.to_checkpoint(), "rng": rng}
+    state = {**t.state_dict(), **best.state(), "args": config.to_checkpoint(), "rng": rng,
+             "totals": totals.state(skipped)}
     if ctx.main:
         path, size, seconds = checkpoint.save(config.output_dir, state, t.position.global_step,
                                               keep=config.keep_checkpoints, is_best=is_best)
@@ -184,11 +227,13 @@ def _save(config, ctx, t, stop, best, is_best=False):
 
 
 def _evaluate_only(config, ctx, validate):
-    if config.resume == AUTO:  # resume.load found no checkpoint
-        ctx.say(f"trainer: --evaluate found no checkpoint in {config.output_dir}: it evaluates randomly initialised "
-                "weights")
+    """The checkpoint's weights (resume.load refuses an evaluation without one), or with --evaluate-untrained
+    randomly initialised ones, over the validation set at the validation sizes the config holds; its line said."""
+    if config.evaluate_untrained:
+        ctx.say("trainer: --evaluate-untrained: evaluating randomly initialised weights, no checkpoint")
     started = time.perf_counter()
     result = validate()
+    ctx.say(validation_line(result, config.val_crop_size, config.val_size))
     return Evaluated(evaluation=result, eval_time=time.perf_counter() - started)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.atomic import write_atomically
+from trainer.meter import Window
 
 # The guide's report keys in the guide's order, grouped as the end of a run prints them: the run, its accuracy
 # and device, its speed.
@@ -35,7 +36,32 @@ class Trained:
     windows: list        # the meter's Windows
     images_skipped: int  # corrupt samples the loader skipped
     val_images: int | None  # of this run's last evaluation; None without one
-    training_time: float
+    training_time: float    # seconds, summed over the run's segments (a resumed run's earlier ones too)
+
+
+class Totals:
+    """What a run's report sums over its segments, carried in each checkpoint (`state`, under "totals"): the training
+    time, the timed windows (so the FPS figures are over every timed step of the run), the images skipped and the
+    last evaluation's image count. A resumed run starts from the checkpoint's; a checkpoint without them (older ones)
+    starts from nothing. Work done after the checkpoint and lost to a kill is timed again when it is redone."""
+
+    def __init__(self, saved, meter):
+        carried = (saved or {}).get("totals") or {}
+        self.time_before = carried.get("training_time", 0.0)
+        self.skipped_before = carried.get("images_skipped", 0)
+        self.val_images = carried.get("val_images")
+        self.meter = meter
+        meter.windows[:0] = [Window(*window) for window in carried.get("windows", ())]
+        self.started = time.perf_counter()
+
+    def training_time(self):
+        return self.time_before + time.perf_counter() - self.started
+
+    def state(self, skipped):
+        """What a checkpoint carries; `skipped`: this segment's images skipped, summed over the ranks."""
+        windows = [[w.epoch, w.step, w.images, w.seconds, w.data_wait, w.resolution] for w in self.meter.windows]
+        return {"training_time": self.training_time(), "images_skipped": self.skipped_before + skipped,
+                "val_images": self.val_images, "windows": windows}
 
 
 @dataclass(frozen=True)
@@ -58,14 +84,15 @@ def run_report(config, ctx, run, eval_steps):
                     data_wait_share=_round(speed["data_wait_share"]), images_skipped=run.images_skipped,
                     counted_images=speed["counted_images"], val_images=run.val_images,
                     recipe=config.recipe, crop_size=config.crop_size, val_crop_size=config.val_crop_size,
-                    progressive=_ramp(config),
+                    val_size=config.val_size, progressive=_ramp(config),
                     train_fps_windows=[[w.step, _round(w.fps), w.resolution] for w in run.windows])
     else:
         result = run.evaluation
         epochs, steps, speed, training_time = 0, 0, {}, 0.0
         acc1, acc5 = result.acc1, result.acc5
         rest = dict(loader=config.loader, amp=config.amp, val_images=result.images, val_loss=result.loss,
-                    eval_time=_round(run.eval_time), checkpoint=config.resume)
+                    eval_time=_round(run.eval_time), checkpoint=None if config.evaluate_untrained else config.resume,
+                    val_crop_size=config.val_crop_size, val_size=config.val_size)
     return make_report(
         model=config.model, local_rank=ctx.local_rank, batch_size=config.batch_size, epochs=epochs,
         training_step_per_epoch=steps, eval_step_per_epoch=eval_steps, acc1_best=_round(acc1),
@@ -96,9 +123,11 @@ def write_report(output_dir, report):
 
 
 class RunLog:
-    def __init__(self, output_dir, enabled, append):
-        """`append` for a resumed run, which goes on with the log of the run it resumes."""
+    def __init__(self, output_dir, enabled, append, val_at=None):
+        """`append` for a resumed run, which goes on with the log of the run it resumes; `val_at`: (crop, resize) of
+        the validation images, said on each validation line."""
         self.enabled = enabled
+        self.val_at = val_at
         self.started = time.perf_counter()
         if enabled:
             self.jsonl = open(Path(output_dir) / "log.jsonl", "a" if append else "w")  # noqa: SIM115 (open all run)
@@ -122,8 +151,7 @@ class RunLog:
         if not self.enabled:
             return
         which = " (EMA)" if phase == "val_ema" else ""
-        print(f"epoch {epoch} validation{which}  acc@1 {result.acc1:.3f}  acc@5 {result.acc5:.3f}  "
-              f"loss {result.loss:.4f}  over {result.images} images", flush=True)
+        print(f"epoch {epoch} {validation_line(result, *(self.val_at or (None, None)), which=which)}", flush=True)
         self._write(phase, result._asdict(), epoch, global_step)
 
     def close(self):
@@ -140,6 +168,17 @@ class RunLog:
         if self.tensorboard:
             for name, value in record.items():
                 self.tensorboard.add_scalar(f"{phase}/{name}", value, global_step)
+
+
+def validation_line(result, crop=None, size=None, which=""):
+    """`result` (a loop.Evaluation) as the console says it, with the centre crop and the resize it was taken at."""
+    if result.acc1 is None:
+        figures = "no images"
+    else:
+        figures = (f"acc@1 {result.acc1:.3f}  acc@5 {result.acc5:.3f}  loss {result.loss:.4f}  over {result.images} "
+                   "images")
+    at = f" at {crop} px (resized to {size})" if crop else ""
+    return f"validation{which}  {figures}{at}"
 
 
 def _summary_writer(log_dir):

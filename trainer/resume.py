@@ -8,21 +8,78 @@ from trainer import checkpoint
 from trainer.args import AUTO, FlagError, default
 from trainer.checkpoint import CheckpointError
 from trainer.loop import Position
+from trainer.optim import STEP_EPOCHS, lr_factor
 
 
 def load(config, ctx):
     """(config, saved): the config with the kept settings of the checkpoint to resume from, and that checkpoint;
-    (config, None) when there is none (--resume auto in a fresh --output-dir)."""
+    (config, None) when there is none: --resume auto in a fresh --output-dir starts a fresh run, --evaluate-untrained
+    reads none. An evaluation without a checkpoint, or a --resume directory without one, is refused (FlagError)."""
+    if config.evaluate_untrained:
+        return config, None
     where = config.output_dir if config.resume == AUTO else config.resume
     paths = checkpoint.candidates(where) if os.path.exists(where) else []
+    if not paths and config.resume != AUTO:  # args.py checks it too; this is what the directory holds now
+        raise FlagError(f"--resume {where}: no checkpoint there (checkpoint-*.pth, checkpoint.pth)")
     path, saved = checkpoint.newest_readable(paths, ctx.say)
     if saved is None:
+        if config.evaluate:
+            raise FlagError(f"--evaluate: no checkpoint in --output-dir {config.output_dir} (--resume auto) to "
+                            "evaluate; name one with --resume FILE|DIR, or give --evaluate-untrained to evaluate "
+                            "randomly initialised weights")
         return config, None
     at = saved["position"]
-    ctx.say(f"trainer: resuming from {path}: epoch {at['epoch']}, {at['consumed']} of its samples done, global step "
-            f"{at['global_step']}")
-    config = dataclasses.replace(adopt(config, saved["args"], ctx.say), resume=os.fspath(path))
-    return (config if config.evaluate else _global_batch(config, saved, ctx)), saved
+    ctx.say(f"trainer: {'evaluating' if config.evaluate else 'resuming from'} {path}: epoch {at['epoch']}, "
+            f"{at['consumed']} of its samples done, global step {at['global_step']}")
+    settings, before = saved["args"], saved["args"].get("epochs")
+    extends = not config.evaluate and "epochs" in config.given and before is not None and config.epochs > before
+    if extends:  # the run goes on to the --epochs asked: the checkpoint's total is not kept
+        settings = {name: value for name, value in settings.items() if name != "epochs"}
+    config = dataclasses.replace(adopt(config, settings, ctx.say), resume=os.fspath(path))
+    if config.evaluate:
+        return _val_sizes(config, saved["args"], ctx.say), saved
+    if extends:
+        _say_extended(config, saved, before, ctx.say)
+    return _global_batch(config, saved, ctx), saved
+
+
+def _val_sizes(config, settings, say):
+    """An evaluation's config at the checkpoint's validation crop and resize, each unless the command line gave it
+    (--val-crop-size, or --crop-size, its default; --val-size): a model is evaluated at the size it was trained for,
+    not at the flags' defaults."""
+    crop, size = settings.get("val_crop_size") or settings.get("crop_size"), settings.get("val_size")
+    taken = {}
+    if crop is not None and not {"val_crop_size", "crop_size"} & set(config.given):
+        taken["val_crop_size"] = crop
+    if size is not None and "val_size" not in config.given:
+        taken["val_size"] = size
+    config = dataclasses.replace(config, **taken)
+    if taken:
+        say(f"trainer: evaluation takes the checkpoint's {', '.join(f'{k}={v}' for k, v in taken.items())} "
+            "(--val-crop-size / --val-size evaluate at others)")
+    if config.val_size < config.val_crop_size:
+        raise FlagError(f"--evaluate: validation resize {config.val_size} (--val-size) is below its centre crop "
+                        f"{config.val_crop_size} (--val-crop-size); give both (the checkpoint has val_crop_size="
+                        f"{crop}, val_size={size})")
+    return config
+
+
+def _say_extended(config, saved, before, say):
+    """One line on a run extended by --epochs: what becomes of its learning-rate schedule at the resumed position."""
+    at = saved["position"]
+    per_epoch = saved.get("steps_per_epoch", 0) * saved.get("global_batch", 0)
+    done = at["epoch"] + (at["consumed"] / per_epoch if per_epoch else 0)
+    extended = f"trainer: resume extends the run from {before} to {config.epochs} epochs (--epochs {config.epochs}); "
+    if config.lr_schedule == "step":
+        say(extended + f"the step schedule (x0.1 every {STEP_EPOCHS} epochs) does not depend on the total: it goes "
+                       f"on unchanged from epoch {done:g}")
+        return
+    old = lr_factor(config.lr_schedule, before, config.warmup_epochs)(done, done)
+    new = lr_factor(config.lr_schedule, config.epochs, config.warmup_epochs)(done, done)
+    lr = config.lr or 1.0  # the checkpoint's lr, resolved when it was written
+    say(extended + f"the {config.lr_schedule} schedule is recomputed for {config.epochs} epochs from epoch {done:g}: "
+                   f"the lr there goes from {lr * old:.4g} to {lr * new:.4g} (x{new:.3g} of the peak), then decays "
+                   f"to 0 at epoch {config.epochs}")
 
 
 def _global_batch(config, saved, ctx):
