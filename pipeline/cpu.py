@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from common import procs
 from common.errors import CorruptSample, DataError, DataTimeout
 from pipeline import crops, memory, sampling
 from pipeline.decode import CorruptImage, crop_resize
@@ -306,7 +307,10 @@ def _start_worker(worker_id):
     """The parallelism is the workers. A stop signal is the trainer's to act on: SLURM signals every process of a
     job, a terminal its whole process group, and a worker that died at once would fail the step in flight before
     the trainer could checkpoint. So SIGINT and SIGUSR1 are ignored, and SIGTERM ends a worker only STOP_GRACE_S
-    later (by then the trainer has checkpointed and shut its workers down, or is being killed)."""
+    later (by then the trainer has checkpointed and shut its workers down, or is being killed). A trainer killed
+    with -9 takes its workers with it (common.procs), rather than leave them asleep."""
+    parent = multiprocessing.parent_process()
+    procs.die_with_parent(parent.pid if parent else os.getppid())
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     for number in (signal.SIGINT, signal.SIGUSR1):

@@ -12,16 +12,17 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import store
+from common import outlock, procs, store
 from common.atomic import write_atomically
 from common.cli import Parser, integer, output_problem
 from common.errors import DataError
@@ -109,6 +110,9 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)
+    except KeyboardInterrupt:  # Ctrl-C: what is done is kept, and what was in flight is a temp file
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        message, code = "interrupted; rerun the same command to resume", 130
     except Refused as refused:
         message, code = refused, refused.code
     except INPUT_ERRORS as error:
@@ -124,13 +128,15 @@ def main(argv=None):
 def run(args):
     started = time.perf_counter()
     asked = {"src": str(args.src), "options": run_options(args)}
-    if store.is_url(args.out):
-        return run_to_url(args, asked, started)
+    if store.is_url(args.out):  # one run at a time in the stage, which holds what goes up
+        with outlock.held(args.stage, f"--stage {args.stage} (of --out {args.out})", lock_file=None, refuse_as="prep"):
+            return run_to_url(args, asked, started)
     out = Path(args.out)
-    if is_complete(out, asked, "--out"):
-        print(f"prep: {out} is already complete; `python -m prep.verify {out}` re-checks it")
-        return 0
-    return prep_into(out, args, asked, started)
+    with outlock.held(out, f"--out {out}", lock_file=None, refuse_as="prep"):  # one run at a time in --out
+        if is_complete(out, asked, "--out"):
+            print(f"prep: {out} is already complete; `python -m prep.verify {out}` re-checks it")
+            return 0
+        return prep_into(out, args, asked, started)
 
 
 def run_to_url(args, asked, started):
@@ -229,13 +235,41 @@ def worker_pool(workers):
     thread (a test process that loaded torch does), so then a fork server starts them instead."""
     method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
         else "forkserver"
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=start_worker,
+                               initargs=(os.getpid(),))
     try:
         yield pool
     except BrokenProcessPool:
         fail("a worker process died (killed, or out of memory?); rerun the same command to resume", code=1)
+    except KeyboardInterrupt:  # the shards in flight are temp files: stop the workers now, not after their shard
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while they go would be a traceback
+        stop_workers(pool)
+        pool.shutdown(wait=True)  # before any future is cancelled, which the broken pool's thread cannot take
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def start_worker(parent):
+    """A worker ends with prep, even a prep killed with -9; Ctrl-C, which a terminal sends to every process of the
+    command, is prep's to act on (a worker would print a traceback each)."""
+    procs.die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_workers(pool):
+    """Kill the pool's workers (the executor's own processes: it has no public way to stop them). Its thread then
+    fails every waiting task's future, which it cannot do to one already cancelled (as Executor.map cancels the
+    rest of its tasks when interrupted): those get a stand-in, nobody's."""
+    for item in list(pool._pending_work_items.values()):
+        if item.future.cancelled():
+            item.future = Future()
+    processes = list((pool._processes or {}).values())
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+    for process in processes:
+        process.join(timeout=5)
 
 
 class Rejects:

@@ -2,7 +2,10 @@
 # trainer's command and the result lines those scripts end with. Not a script to run by itself.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python3}"
+# The checkout's virtualenv when it has one (make's), else python3 from PATH; $PYTHON overrides both.
+if [[ -z ${PYTHON:-} ]]; then
+    if [[ -x $ROOT/.venv/bin/python ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
 
 # torchvision's VGG recipe as the guide trains it: global batch 256, lr 0.01, x0.1 every 30 epochs, 90 epochs, fp16 AMP.
 VGG16_RECIPE=(--arch vgg16 --opt-level O1 --lr 0.01 --lr-schedule step --epochs 90 --seed 1 --eval_freq 1)
@@ -38,12 +41,33 @@ require_data_path() {
 }
 
 # run_trainer FLAG...: python -m trainer on the guide's data, batch and output dir, then FLAG..., then TRAINER_ARGS;
-# its output is also kept in $output_dir/train.log.
+# its output is also appended to $output_dir/train.log (a rerun, which resumes, adds to it). Returns the trainer's
+# exit status: with `set -e` a stopped run (75: checkpointed on a signal, run the script again) ends the script so.
+# A stop signal sent to the script (SLURM's, a `kill`) goes on to the trainer, which checkpoints and exits; a
+# terminal's Ctrl-C reaches both, and the trainer takes the two copies for one. The tee ignores them, so it logs
+# what the trainer says while it stops.
 run_trainer() {
     mkdir -p "$output_dir"
-    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -u -m trainer --data "$data_path" \
-        --batch-size "$batch_size" --output-dir "$output_dir" "$@" "${TRAINER_ARGS[@]}" 2>&1 |
-        tee "$output_dir/train.log"
+    local trainer logger status
+    exec 3>&1 4>&2
+    exec > >(trap '' INT TERM USR1; exec tee -a "$output_dir/train.log") 2>&1
+    logger=$!
+    # `trap -`: a background command of a script ignores SIGINT unless told otherwise.
+    (trap - INT QUIT; PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -u -m trainer \
+        --data "$data_path" --batch-size "$batch_size" --output-dir "$output_dir" "$@" "${TRAINER_ARGS[@]}") &
+    trainer=$!
+    trap 'kill -TERM "$trainer" 2>/dev/null || true' TERM
+    trap 'kill -INT "$trainer" 2>/dev/null || true' INT
+    trap 'kill -USR1 "$trainer" 2>/dev/null || true' USR1
+    while kill -0 "$trainer" 2>/dev/null; do
+        wait "$trainer" || true  # returns early on each signal trapped above
+    done
+    status=0
+    wait "$trainer" || status=$?
+    trap - TERM INT USR1
+    exec 1>&3 2>&4 3>&- 4>&-
+    wait "$logger" || true  # every line in train.log and on the screen before what the script prints next
+    return "$status"
 }
 
 # print_final_lines train|eval: the lines Ascend ModelZoo's scripts end with, from the run's report.json (a line

@@ -5,21 +5,27 @@ world size = devices per node x nodes, rank = node rank x devices per node + loc
 import contextlib
 import dataclasses
 import json
+import multiprocessing.connection
 import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import torch.multiprocessing as mp
 
+from common import outlock
 from common.errors import DataError
+from common.placement import launcher_placement
 from trainer import distributed
 from trainer.args import FlagError
 from trainer.checkpoint import CheckpointError
 from trainer.preempt import EXIT_PREEMPTED, SIGNALS
 from trainer.report import REPORT_FILE
 
+# Once a spawned process stopped on a signal, the others have this long to exit too (they stop at the same step).
+STOP_GRACE_S = 60
 # What a run can stop on that is the user's data or flags, not a bug: each has its exit_status (1 damaged, 2 wrong).
 RUN_ERRORS = (DataError, FlagError, CheckpointError)
 
@@ -27,10 +33,15 @@ RUN_ERRORS = (DataError, FlagError, CheckpointError)
 def run(config, train):
     """train(config, ctx) in this process, or in each spawned process. Returns its result; after a spawn, the report
     rank 0 wrote when this node holds rank 0, else None."""
-    if config.multiprocessing_distributed:
-        return _spawn(config, train)
-    return _train_in_group(config, train, local_rank=config.local_rank, rank=config.rank,
-                           world_size=config.world_size, init_method=config.init_method)
+    # The process that writes --output-dir (rank 0, or the launcher of node 0's spawned ranks) holds it for the run,
+    # taken before any group forms: a second run into it stops here in one line, and its other ranks with torchrun's.
+    writes_output = (config.rank if config.rank is not None else launcher_placement().rank) == 0
+    with outlock.held(config.output_dir, f"--output-dir {config.output_dir}", refuse_as="trainer") \
+            if writes_output else contextlib.nullcontext():
+        if config.multiprocessing_distributed:
+            return _spawn(config, train)
+        return _train_in_group(config, train, local_rank=config.local_rank, rank=config.rank,
+                               world_size=config.world_size, init_method=config.init_method)
 
 
 def _spawn(config, train):
@@ -41,27 +52,77 @@ def _spawn(config, train):
     spawned = mp.spawn(_spawned, args=(config, train, init_method, nodes, node_rank), nprocs=len(config.device_list),
                        join=False)
     with _forwarding_signals(spawned.processes):
-        try:
-            while not spawned.join():
-                pass
-        except mp.ProcessExitedException as error:  # the process said why on stderr; a traceback here adds nothing
-            if error.exit_code == EXIT_PREEMPTED:  # stopped on a signal, with a checkpoint
-                raise SystemExit(EXIT_PREEMPTED) from None
-            raise SystemExit(f"trainer: spawned process {error.error_index} of this node exited with status "
-                             f"{error.exit_code}") from None
+        status = _join(spawned)
+        if status:
+            raise SystemExit(status)
     if node_rank == 0:
         return json.loads((Path(config.output_dir) / REPORT_FILE).read_text())
     return None
 
 
+def _join(spawned):
+    """Wait for every spawned process; the node's exit status (0, or EXIT_PREEMPTED when they stopped on a signal
+    with a checkpoint, or 128 + N after a second signal N ended them at once), or the exception of torch's join.
+
+    A stop ends the ranks one by one, in any order, each with EXIT_PREEMPTED; torch's join would terminate the
+    others as soon as the first left, turning their own clean exit into a kill (143). So the processes are waited
+    for here, and torch's join (which terminates the rest and raises, with the failed process's traceback) is left
+    for a process that failed."""
+    processes = spawned.processes
+    stopped_at = None
+    while True:
+        codes = [process.exitcode for process in processes]
+        if stopped_at is None and any(code and _stop_status(code) for code in codes):
+            stopped_at = time.monotonic()
+        if stopped_at is not None and None in codes and time.monotonic() - stopped_at > STOP_GRACE_S:
+            late = [index for index, code in enumerate(codes) if code is None]
+            print(f"trainer: spawned process(es) {', '.join(map(str, late))} of this node still running "
+                  f"{STOP_GRACE_S} s after the others stopped; killed", file=sys.stderr, flush=True)
+            for index in late:
+                processes[index].kill()
+                processes[index].join()
+            codes = [EXIT_PREEMPTED if code is None else code for code in codes]
+        if any(code not in (None, 0) and _stop_status(code) is None for code in codes):
+            # torch's join names the first exited process it sees that is not 0: leave out those that stopped
+            for sentinel, index in list(spawned.sentinels.items()):
+                if codes[index] is not None and (codes[index] == 0 or _stop_status(codes[index])):
+                    del spawned.sentinels[sentinel]
+            try:
+                while not spawned.join():
+                    pass
+            except mp.ProcessExitedException as error:  # it said why on stderr; a traceback here adds nothing
+                raise SystemExit(f"trainer: spawned process {error.error_index} of this node exited with status "
+                                 f"{error.exit_code}") from None
+        if None not in codes:
+            break
+        # a bounded wait: a sentinel's pipe stays open while anything the process forked holds it
+        multiprocessing.connection.wait([process.sentinel for process in processes if process.exitcode is None],
+                                        timeout=1)
+    for process in processes:  # all are gone, each with 0 or a stop's status
+        process.join()
+    stops = [_stop_status(code) for code in codes if code]
+    return max(stops) if stops else 0  # a second signal's 128 + N over EXIT_PREEMPTED
+
+
+def _stop_status(code):
+    """The exit status a process that exited with `code` (negative: killed by that signal) stopped with on a stop
+    signal: EXIT_PREEMPTED, or 128 + N when a second signal N ended it at once; None for any other end."""
+    if code == EXIT_PREEMPTED:
+        return EXIT_PREEMPTED
+    number = -code if code < 0 else code - 128
+    return 128 + number if number in SIGNALS else None
+
+
 @contextlib.contextmanager
 def _forwarding_signals(processes):
     """A stop signal sent to this process (SLURM's, a `kill`) goes on to the spawned ones, which checkpoint and exit;
-    this one waits for them."""
+    this one waits for them. A terminal's Ctrl-C reaches the spawned ones too, directly: the copy forwarded at once
+    counts as that same signal (trainer.preempt.SAME_SIGNAL_S)."""
     def forward(number, frame):
         for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, number)
+            if process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, number)
 
     previous = {number: signal.signal(number, forward) for number in SIGNALS}
     try:

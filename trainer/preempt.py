@@ -4,11 +4,18 @@ The first signal only sets a flag. After every optimizer step all ranks agree (o
 group, so it never waits for the GPU) on whether any of them got one and whether a periodic checkpoint is due,
 so every rank leaves at the same step and none hangs in a collective the others left. The run then writes one
 checkpoint and exits with EXIT_PREEMPTED. A second signal (a second or more after the first) ends the process at
-once: the checkpoint being written, if any, is a temp file, and the last good one is not touched."""
+once, with status 128 + its number (143 for SIGTERM), even in the middle of a long step: the checkpoint being
+written, if any, is a temp file, and the last good one is not touched.
+
+Why a thread: Python runs a signal handler only when the main thread is back in the interpreter, so a handler
+would not see a second signal until a long C++ op (a step, a collective) returns. The C-level handler does write
+each signal's number to the wakeup fd at once, and a thread reading that sees it while the main thread works."""
+import contextlib
 import datetime
 import os
 import signal
 import sys
+import threading
 import time
 
 import torch
@@ -32,15 +39,34 @@ class Stop:
         # `timeout`: seconds the agreement waits for the other ranks (None: torch's default)
         self._group = dist.new_group(backend="gloo", timeout=timeout and datetime.timedelta(seconds=timeout)) \
             if dist.is_initialized() else None
-        self._previous = {number: signal.signal(number, self._received) for number in SIGNALS}
+        self._closed = threading.Event()
+        self._closed_quietly = False
+        self._previous = {number: signal.signal(number, _noted) for number in SIGNALS}
+        # The signals are counted on a thread, from the wakeup fd (see the module's doc); the handlers do nothing.
+        self._wakeup, wakeup = os.pipe()
+        os.set_blocking(wakeup, False)
+        self._previous_wakeup = signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
+        self._watcher = threading.Thread(target=self._watch, name="stop-signals", daemon=True)
+        self._watcher.start()
 
-    def _received(self, number, frame):
-        now = time.monotonic()
+    def _watch(self):
+        with open(self._wakeup, "rb", buffering=0) as received:
+            while True:
+                numbers = received.read(64)
+                if not numbers:  # close() closed the write end
+                    return
+                for number in numbers:
+                    if number in SIGNALS and not self._closed_quietly:
+                        self._received(number)
+
+    def _received(self, number, now=None):
+        now = time.monotonic() if now is None else now
+        if self._closed.is_set():  # closed after a stop: what close() says
+            _leave_preempted(number, None)
         if self.signal is None:
             self.signal, self._first = number, now
-        elif now - self._first >= SAME_SIGNAL_S:  # the second: leave now, as the default handler would
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
+        elif now - self._first >= SAME_SIGNAL_S:  # the second: leave now, with the status its default action gives
+            _leave(128 + number)
 
     def after_step(self, global_step):
         """(stop, save): whether any rank got a signal, and whether a periodic checkpoint is due, agreed."""
@@ -65,9 +91,25 @@ class Stop:
         not turn a finished stop into a kill during the seconds the interpreter takes to exit."""
         for number, handler in self._previous.items():
             signal.signal(number, _leave_preempted if self.stopping else handler)
+        if self.stopping:  # the watcher goes on, and leaves with EXIT_PREEMPTED on the next signal too
+            self._closed.set()
+            return
+        self._closed_quietly = True
+        # The watcher reads EOF and ends once no process holds the write end (loader workers forked meanwhile may,
+        # until they exit): not waited for, and what it reads after this is not counted.
+        os.close(signal.set_wakeup_fd(self._previous_wakeup))
+
+
+def _noted(number, frame):
+    """The Python-level handler: the watcher thread has counted the signal already."""
 
 
 def _leave_preempted(number, frame):
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_PREEMPTED)
+    _leave(EXIT_PREEMPTED)
+
+
+def _leave(status):
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
