@@ -39,7 +39,6 @@ class Stop:
         # `timeout`: seconds the agreement waits for the other ranks (None: torch's default)
         self._group = dist.new_group(backend="gloo", timeout=timeout and datetime.timedelta(seconds=timeout)) \
             if dist.is_initialized() else None
-        self._closed = threading.Event()
         self._closed_quietly = False
         self._previous = {number: signal.signal(number, _noted) for number in SIGNALS}
         # The signals are counted on a thread, from the wakeup fd (see the module's doc); the handlers do nothing.
@@ -61,8 +60,6 @@ class Stop:
 
     def _received(self, number, now=None):
         now = time.monotonic() if now is None else now
-        if self._closed.is_set():  # closed after a stop: what close() says
-            _leave_preempted(number, None)
         if self.signal is None:
             self.signal, self._first = number, now
         elif now - self._first >= SAME_SIGNAL_S:  # the second: leave now, with the status its default action gives
@@ -86,14 +83,16 @@ class Stop:
         return signal.Signals(self.signal).name if self.signal else "another rank's signal"
 
     def close(self):
-        """Give the signals back; after a stop they end the process with EXIT_PREEMPTED instead: the checkpoint is
-        written, and a launcher that signals the ranks still running once the first has left (torchrun does) must
-        not turn a finished stop into a kill during the seconds the interpreter takes to exit."""
-        for number, handler in self._previous.items():
-            signal.signal(number, _leave_preempted if self.stopping else handler)
-        if self.stopping:  # the watcher goes on, and leaves with EXIT_PREEMPTED on the next signal too
-            self._closed.set()
+        """Give the signals back. After a stop they are ignored instead: the checkpoint is written and the process is
+        leaving with EXIT_PREEMPTED, which a launcher signalling the ranks still running once the first has left
+        (torchrun does) must not turn into a kill; ignored, not handled, because the interpreter's finalization puts
+        a Python handler back to the default action during the seconds it takes."""
+        if self.stopping:
+            for number in SIGNALS:
+                signal.signal(number, signal.SIG_IGN)
             return
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
         self._closed_quietly = True
         # The watcher reads EOF and ends once no process holds the write end (loader workers forked meanwhile may,
         # until they exit): not waited for, and what it reads after this is not counted.
@@ -102,10 +101,6 @@ class Stop:
 
 def _noted(number, frame):
     """The Python-level handler: the watcher thread has counted the signal already."""
-
-
-def _leave_preempted(number, frame):
-    _leave(EXIT_PREEMPTED)
 
 
 def _leave(status):
