@@ -38,7 +38,7 @@ SIGNALLED_NODE = 1  # not the node of rank 0, which writes the checkpoint: the s
 WAIT_STEPS = 8  # steps rank 0 has logged before the signal: mid-epoch
 RUN = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--crop-size", 32, "--val-size", 36,
        "--workers", 1, "--batch-size", BATCH, "--epochs", 1, "--print-freq", 4, "--skip_steps", 1, "--seed", SEED,
-       "--log-samples"]
+       "--log-samples", "--data-timeout", 90]  # a wait for data that does not end says what it waited for
 
 
 def trainer_recording_its_status():
