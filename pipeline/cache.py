@@ -211,9 +211,11 @@ class ShardCache:
             fcntl.flock(lock, fcntl.LOCK_SH)
 
     def abandon(self, copy, lock):
-        """Give back a reservation: the part goes, then the lock."""
-        self._part(copy).unlink(missing_ok=True)
-        fcntl.flock(lock, fcntl.LOCK_UN)
+        """Give back a reservation: the part goes, then the lock (under cache.lock, so that a count never sees a part
+        that goes meanwhile)."""
+        with self._locked():
+            self._part(copy).unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _make_room(self, nbytes, eviction_order):
         held, copies = self._count()

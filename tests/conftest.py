@@ -95,8 +95,13 @@ class LoopbackHTTP:
         self.root = Path(root)
         self.requests, self.failing, self.corrupt, self.fail_share = [], set(), {}, 0.0
         self._attempts, self._lock = collections.Counter(), threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            # socketserver's backlog of 5 overflows when ranks fetch their indexes at once, and a dropped SYN is
+            # sent again only after 1, 2, 4 ... 32 s: a pass would wait for the loopback, not for the code tested
+            request_queue_size = 1024
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

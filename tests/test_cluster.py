@@ -45,7 +45,8 @@ def trainer_recording_its_status():
     """What torchrun starts here: `python -m trainer ARGS` as a child in this process's group; its exit status
     (negative: the signal that ended it) goes to $CLUSTER_TEST_STATUS_DIR/rank<RANK>, and this process ends the same
     way. The stop signals only wake this process: a handler, not SIG_IGN, so the child starts with the default
-    actions."""
+    actions. It leaves with os._exit: in a normal exit the interpreter's finalization puts the handlers back to the
+    default action, and torchrun's SIGTERM to the ranks still running would then kill this one as it leaves."""
     status_dir, rank = Path(os.environ[STATUS_ENV]), os.environ["RANK"]
     (status_dir / f"pid-rank{rank}").write_text(str(os.getpid()))
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
@@ -55,7 +56,7 @@ def trainer_recording_its_status():
     if status < 0:
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
-    sys.exit(status)
+    os._exit(status)
 
 
 @pytest.fixture(scope="module")
