@@ -318,3 +318,40 @@ def test_a_manifest_at_a_url_gets_the_same_checks(sample_shards, http_store, tmp
                              cache_limit=10**9, cache_dir=tmp_path / "cache")
     assert str(refused.value) == (f"{url}/{MANIFEST}: refused the train shard name '../other/train-000000.tar': a "
                                   f"path traversal, outside the dataset{REFUSE}")
+
+
+def raw_archives(sample_src, tmp_path):
+    return sample_src
+
+
+def an_archive_file(sample_src, tmp_path):
+    return sample_src / "ILSVRC2012_img_train.tar"
+
+
+def an_extracted_tree(sample_src, tmp_path):
+    (tmp_path / "tree" / "train" / "n01440764").mkdir(parents=True)
+    return tmp_path / "tree"
+
+
+# (what --data-path is given, the line after "trainer: "): what prep reads is named, with the command that reads it
+WHAT_PREP_READS = [
+    (raw_archives, "--data-path {path} holds ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
+                   "ILSVRC2012_devkit_t12.tar.gz (.tar or .tar.gz each), what prep reads, not prepared data: "
+                   "`python -m prep.imagenet --src {path} --out shards/`, then --data-path shards/"),
+    (an_archive_file, "--data-path {path} is a file; the trainer reads prepared data: give the folder holding the "
+                      "ILSVRC2012 archives to `python -m prep.imagenet --src {path.parent} --out shards/`, then "
+                      "--data-path shards/"),
+    (an_extracted_tree, "--data-path {path} holds an extracted tree train/<wnid>/*.JPEG + val/, what prep reads, "
+                        "not prepared data: `python -m prep.imagenet --src {path} --out shards/`, then --data-path "
+                        "shards/"),
+]
+
+
+@pytest.mark.parametrize("given, line", WHAT_PREP_READS, ids=[row[0].__name__ for row in WHAT_PREP_READS])
+def test_what_prep_reads_given_as_data_path_is_named_with_the_prep_command(given, line, sample_src, tmp_path, capsys):
+    path = given(sample_src, tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        train([*TINY, "--data-path", str(path), "--output-dir", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "trainer: " + line.format(path=path) + "\n"
+    assert not (tmp_path / "run").exists()

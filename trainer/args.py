@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 import pipeline
+from common.layout import LISTS, has_manifest
 from common.store import is_url
 from pipeline import crops
-from trainer import checkpoint
+from prep import sources
+from trainer import checkpoint, weights
 from trainer.config import AMP_DTYPES, RunConfig
 from trainer.distributed import BACKENDS, init_method_for
 from trainer.model import check_train_crop, classification_models
@@ -30,7 +32,7 @@ BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12
               "GIB": 2**30, "TIB": 2**40}
 AUTO = "auto"  # --resume's default
 SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
-PREP_COMMAND = "python -m prep.imagenet --src ILSVRC2012 --out {out}"
+RAW = "ILSVRC2012"  # the folder of the downloaded archives, as the guides name it
 
 
 class FlagError(ValueError):
@@ -52,7 +54,7 @@ def build_parser():
     run = p.add_argument_group("run (the ResNet-50 guide's flags)")
     run.add_argument("--data-path", "--data_path", "--data",
                      help=f"prep output dir (manifest.json) or DeepLearningExamples layout (default: {DEFAULT_DATA}, "
-                          f"where `{PREP_COMMAND.format(out=DEFAULT_DATA + '/')}` writes it); or its URL: s3://, "
+                          f"where `{_prep_command()}` writes it); or its URL: s3://, "
                           "gs://, https:// (read through --cache-dir)")
     run.add_argument("--cache-dir", "--cache_dir",
                      help="node-local cache of a URL's shards, shared by the node's ranks (default: under "
@@ -74,6 +76,9 @@ def build_parser():
                      help="report.json, logs, checkpoints (default: runs)")
     run.add_argument("--model", "--arch", "-a", default="resnet50", help="torchvision classification model name")
     run.add_argument("--num_classes", "--num-classes", type=int, help="default: the dataset's class count")
+    run.add_argument("--pretrained", action="store_true",
+                     help="start from torchvision's default weights for --model (read from the torch cache, "
+                          "$TORCH_HOME/hub/checkpoints; nothing is downloaded), or evaluate them with --evaluate")
     run.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
     run.add_argument("--batch-size", "--batch_size", "-b", type=int, default=256,
                      help="per process; with --multiprocessing-distributed per node, divided among its processes "
@@ -510,9 +515,8 @@ def _data(args, device):
     if loader == "dali" and not device.startswith("cuda"):
         raise ValueError(f"--loader dali decodes on the GPU; with --device {device} use --loader dali-cpu")
     remote = is_url(data_path)
-    if loader != "synthetic" and not remote and not Path(data_path).is_dir():
-        raise ValueError(f"--data-path {data_path}: no such directory; make it with "
-                         f"`{PREP_COMMAND.format(out=os.path.join(data_path, ''))}` (or --loader synthetic)")
+    if loader != "synthetic" and not remote:
+        _check_prepared(Path(data_path))
     if remote and loader != "synthetic" and args.cache_limit is None:
         raise ValueError(f"--data-path {data_path} is a URL: give --cache-limit, the bytes its node-local cache may "
                          "hold (e.g. 20GB)")
@@ -524,6 +528,28 @@ def _data(args, device):
         raise ValueError(f"--shuffle-window {args.shuffle_window}: a positive number of shards, with --shuffle "
                          "shard-window")
     return {"data_path": data_path, "loader": loader, "shuffle": shuffle}
+
+
+def _prep_command(src=RAW, out=DEFAULT_DATA + "/"):
+    return f"python -m prep.imagenet --src {src} --out {out}"
+
+
+def _check_prepared(path):
+    """A local --data-path is prep's output (or the DeepLearningExamples folders); what prep reads instead (the
+    archives, an extracted tree, an archive file) is named as such, with the command that prepares it."""
+    if path.is_file():
+        raise ValueError(f"--data-path {path} is a file; the trainer reads prepared data: give the folder holding the "
+                         f"ILSVRC2012 archives to `{_prep_command(path.parent)}`, then "
+                         f"--data-path {DEFAULT_DATA}/")
+    if not path.is_dir():
+        raise ValueError(f"--data-path {path}: no such directory; make it with "
+                         f"`{_prep_command(out=os.path.join(path, ''))}` (or --loader synthetic)")
+    if has_manifest(path) or any((path / name).is_file() for name in LISTS.values()):
+        return
+    raw = next((layout for layout in sources.LAYOUTS if layout.recognises(path)), None)
+    if raw is not None:
+        raise ValueError(f"--data-path {path} holds {raw.looks_like}, what prep reads, not prepared data: "
+                         f"`{_prep_command(path)}`, then --data-path {DEFAULT_DATA}/")
 
 
 def _bytes(text):
@@ -544,14 +570,18 @@ def _listed(devices):
 
 
 def _resume(args):
-    """resume (auto, or the checkpoint file or directory named) and evaluate: --evaluate-untrained is an evaluation
-    that reads no checkpoint, so it names none."""
+    """resume (auto, or the checkpoint file or directory named), evaluate and start_weights (--pretrained's file):
+    --evaluate-untrained is an evaluation that reads no checkpoint, so it names none."""
     if args.evaluate_untrained and args.resume != AUTO:
         raise ValueError(f"--evaluate-untrained evaluates randomly initialised weights: drop it to evaluate "
                          f"--resume {args.resume}")
+    if args.pretrained and (args.resume != AUTO or args.evaluate_untrained):
+        other = f"--resume {args.resume}" if args.resume != AUTO else "--evaluate-untrained"
+        raise ValueError(f"--pretrained starts from torchvision's weights, {other} from others: give one of them")
     resume = args.resume if args.resume == AUTO else _checkpoint_path(args.resume)
     return {"resume": resume, "evaluate": args.evaluate or args.evaluate_untrained,
-            "evaluate_untrained": args.evaluate_untrained}
+            "evaluate_untrained": args.evaluate_untrained,
+            "start_weights": weights.published(args.model, args.num_classes) if args.pretrained else None}
 
 
 def _checkpoint_path(path):

@@ -65,13 +65,31 @@ def candidates(path):
     return numbered(path) + ([latest] if latest.is_file() and not latest.is_symlink() else [])
 
 
+def is_trainer_checkpoint(state):
+    return isinstance(state, dict) and "args" in state and "position" in state
+
+
+def model_weights(state):
+    """The weights of a loaded file that holds only a model's: a state_dict, or pytorch/examples' {"state_dict": ...}
+    (DataParallel's "module." prefix dropped); None for anything else, a trainer checkpoint included."""
+    if is_trainer_checkpoint(state):
+        return None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or \
+            not all(isinstance(name, str) and torch.is_tensor(value) for name, value in state.items()):
+        return None
+    return {name.removeprefix("module."): value for name, value in state.items()}
+
+
 def newest_readable(paths, say):
     """(path, state) of the first of `paths` that loads as a trainer checkpoint, saying why each one before it did
     not; (None, None) when there are none. CheckpointError when there were some and none loads."""
     for number, path in enumerate(paths):
         try:
             state = load(path)
-            state["args"], state["position"]  # noqa: B018 (what every trainer checkpoint holds)
+            if not is_trainer_checkpoint(state):
+                raise KeyError("args" if isinstance(state, dict) else type(state).__name__)
             return path, state
         except Exception as error:  # a truncated, corrupt or foreign file: the one before it may be whole
             reason = f"{type(error).__name__}" + (f": {error}" if isinstance(error, KeyError) else "")

@@ -78,6 +78,8 @@ class RunConfig:
     compile: bool
     # control
     resume: str                  # "auto" (the newest readable checkpoint in output_dir, if any), a file or a directory
+    start_weights: str | None    # a file of weights only the run starts from when it has no checkpoint (--pretrained's
+                                 # in the torch cache, or one given to --resume); None: randomly initialised
     checkpoint_every_steps: int | None      # a mid-epoch checkpoint every N optimizer steps
     checkpoint_every_seconds: float | None  # or every N seconds
     keep_checkpoints: int

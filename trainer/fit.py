@@ -51,8 +51,7 @@ def fit(config, ctx):
         torch.backends.cudnn.benchmark = True
     config, train_loader, val_loader = build_loaders(config, ctx)
     model = build_model(config.model, config.num_classes or val_loader.num_classes, ctx.device, config.channels_last)
-    if saved:
-        resume.load_weights(model, saved, config)
+    resume.load_weights(model, saved, config)
     eval_model = torch.compile(model) if config.compile else model
     def validate(weights=eval_model):
         return evaluate(weights, val_loader, ctx.device, config.amp_dtype)

@@ -4,9 +4,8 @@ batch), its weights loaded into the model and the training state and position it
 import dataclasses
 import os
 
-from trainer import checkpoint
+from trainer import checkpoint, weights
 from trainer.args import AUTO, FlagError, default
-from trainer.checkpoint import CheckpointError
 from trainer.loop import Position
 from trainer.optim import STEP_EPOCHS, lr_factor
 
@@ -17,6 +16,10 @@ def load(config, ctx):
     reads none. An evaluation without a checkpoint, or a --resume directory without one, is refused (FlagError)."""
     if config.evaluate_untrained:
         return config, None
+    config = _start_weights(config)
+    if config.evaluate and config.start_weights:
+        ctx.say(f"trainer: evaluating the weights in {config.start_weights}")
+        return config, None
     where = config.output_dir if config.resume == AUTO else config.resume
     paths = checkpoint.candidates(where) if os.path.exists(where) else []
     if not paths and config.resume != AUTO:  # args.py checks it too; this is what the directory holds now
@@ -25,9 +28,15 @@ def load(config, ctx):
     if saved is None:
         if config.evaluate:
             raise FlagError(f"--evaluate: no checkpoint in --output-dir {config.output_dir} (--resume auto) to "
-                            "evaluate; name one with --resume FILE|DIR, or give --evaluate-untrained to evaluate "
-                            "randomly initialised weights")
+                            "evaluate; name one with --resume FILE|DIR, give --pretrained for torchvision's weights, "
+                            "or --evaluate-untrained to evaluate randomly initialised weights")
+        if config.start_weights:
+            ctx.say(f"trainer: training starts from the weights in {config.start_weights}, at epoch 0 with a fresh "
+                    "optimizer and schedule")
         return config, None
+    if config.start_weights:
+        ctx.say(f"trainer: --output-dir holds this run's checkpoint {path}: resuming it, not starting again from "
+                f"the weights in {config.start_weights}")
     at = saved["position"]
     ctx.say(f"trainer: {'evaluating' if config.evaluate else 'resuming from'} {path}: epoch {at['epoch']}, "
             f"{at['consumed']} of its samples done, global step {at['global_step']}")
@@ -41,6 +50,21 @@ def load(config, ctx):
     if extends:
         _say_extended(config, saved, before, ctx.say)
     return _global_batch(config, saved, ctx), saved
+
+
+def _start_weights(config):
+    """A --resume file that holds only a model's weights (checkpoint.model_weights) is where the run starts, as with
+    --pretrained: the config then names it as start_weights and resumes auto, so the same command, started again
+    after a stop, goes on from the run's own checkpoint rather than from those weights."""
+    if config.resume == AUTO or not os.path.isfile(config.resume):
+        return config
+    try:
+        state = checkpoint.load(config.resume)
+    except Exception:  # newest_readable says what is wrong with it
+        return config
+    if checkpoint.model_weights(state) is None:
+        return config
+    return dataclasses.replace(config, start_weights=config.resume, resume=AUTO)
 
 
 def _val_sizes(config, settings, say):
@@ -116,12 +140,11 @@ def adopt(config, settings, say):
 
 
 def load_weights(model, saved, config):
-    try:
-        model.load_state_dict(saved["model"])
-    except RuntimeError as error:  # the names and shapes do not match
-        first = str(error).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"--resume {config.resume}: its weights do not fit {config.model} "
-                              f"({first})") from None
+    """The weights the run starts from: the checkpoint's, else the start weights', else none (random)."""
+    if saved:
+        weights.fit(model, saved["model"], f"--resume {config.resume}: its weights", config.model)
+    elif config.start_weights:
+        weights.load_into(model, config.start_weights, config.model)
 
 
 def position(saved, start_epoch, steps_per_epoch):
