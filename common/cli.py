@@ -9,11 +9,22 @@ from pathlib import Path
 from common.layout import MANIFEST, read_manifest
 
 
+class ShowsDefaults(argparse.HelpFormatter):
+    """--help adds each flag's default to its help, unless the help says it already (or it has none to show)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but an error is `<name>: <message>` alone, with no usage lines above it."""
+    """argparse, but an error is `<name>: <message>` alone, with no usage lines above it, and --help shows the
+    defaults."""
 
     def __init__(self, name, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(formatter_class=ShowsDefaults, **kwargs)
         self.name = name
 
     def error(self, message):

@@ -26,6 +26,7 @@ import weakref
 from dataclasses import dataclass
 
 from common.errors import NoRoom
+from common.machine import human_bytes
 
 SHM_DIR = "/dev/shm"  # where glibc's shm_open, and so torch's shared memory, keeps its objects on Linux
 _held = {"bytes": 0}  # the bytes of the rings this process holds (hold), until each is freed
@@ -84,7 +85,7 @@ def check(ring, workers, *, split, local_ranks, space, held=0):
     if fits(need, local_ranks=local_ranks, space=space, held=held):
         return
     node = (held + need) * local_ranks
-    earlier = f" on top of the {_size(held)} this process's earlier rings hold" if held else ""
+    earlier = f" on top of the {human_bytes(held)} this process's earlier rings hold" if held else ""
     ranks = f"this node's {local_ranks} ranks" if local_ranks > 1 else "this node's 1 rank"
     # Enough for the node's rings, and for this one beside what is taken now (by other processes too).
     enough = max(node, space.total - space.free + need)
@@ -93,10 +94,10 @@ def check(ring, workers, *, split, local_ranks, space, held=0):
     batch = _largest_batch(ring, workers, local_ranks=local_ranks, space=space, held=held)
     less = ([f"--workers {fewer}"] if fewer else []) + ([f"--batch-size {batch}"] if batch else [])
     workers_named = f"{workers} worker" + ("s" if workers != 1 else "")
-    raise NoRoom(f"the cpu loader's {split} batch ring needs {_size(need)} of shared memory per rank{earlier} "
+    raise NoRoom(f"the cpu loader's {split} batch ring needs {human_bytes(need)} of shared memory per rank{earlier} "
                  f"({ring.slots(workers)} slots of {ring.rows} x 3 x {ring.side} x {ring.side} x {ring.itemsize} "
-                 f"bytes for {workers_named}), {_size(node)} for {ranks}, but {space.where} holds "
-                 f"{_size(space.total)} ({_size(space.free)} free): give the container more (docker run "
+                 f"bytes for {workers_named}), {human_bytes(node)} for {ranks}, but {space.where} holds "
+                 f"{human_bytes(space.total)} ({human_bytes(space.free)} free): give the container more (docker run "
                  f"--shm-size={_docker_size(enough)} or more; Kubernetes: an emptyDir of medium Memory mounted at "
                  "/dev/shm)" + (f", or ask less per rank: {' or '.join(less)}" if less else ""))
 
@@ -139,13 +140,6 @@ def _largest_batch(ring, workers, *, local_ranks, space, held):
 
 def _pages(nbytes):
     return -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
-
-
-def _size(nbytes):
-    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} B"
 
 
 def _docker_size(nbytes):

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from common.errors import NoRoom
+from common.machine import human_bytes
 from pipeline import memory
 from pipeline.memory import Ring, Space
 
@@ -90,7 +91,7 @@ def test_what_is_free_now_bounds_the_ring():
     need = shape.need(1)
     memory.check(shape, 1, split="train", local_ranks=1, space=Space("/dev/shm", 2 * need, need))
     message = refusal(shape, 1, local_ranks=1, space=Space("/dev/shm", 2 * need, need - 1))
-    assert f"({memory._size(need - 1)} free)" in message
+    assert f"({human_bytes(need - 1)} free)" in message
     assert f"--shm-size={-(-(2 * need + 1) // MIB)}m or more" in message  # what others hold now, and this ring
 
 

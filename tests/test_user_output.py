@@ -44,6 +44,36 @@ def stderr_is_a_terminal(monkeypatch, answer):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: answer)
 
 
+def test_a_run_starts_with_what_it_is_and_its_lines_count_down_to_the_end(sample_shards, tmp_path, capsys):
+    out = tmp_path / "run"
+    train([*TINY, "--data-path", str(sample_shards), "--output-dir", str(out), "--batch-size", "8", "--epochs", "2",
+           "--training_step_per_epoch", "3", "--eval_step_per_epoch", "1", "--print-freq", "1", "--skip_steps", "0"])
+    printed = capsys.readouterr().out.splitlines()
+    samples = json.loads((sample_shards / "manifest.json").read_text())["splits"]
+    assert printed[0].startswith("trainer: resnet18 (11.2 M parameters) on cpu, 1 process, AMP off; loader cpu "
+                                 "(1 worker(s) per process)")
+    assert printed[1] == (f"trainer: data {sample_shards}: {samples['train']['samples']:,} train samples, 3 steps of "
+                          f"8 per epoch, 2 epochs; {samples['val']['samples']:,} val samples at 32 px; output {out}")
+    steps = [line for line in printed if re.match(r"epoch \d step", line)]
+    assert "eta" not in steps[0]  # no pace yet
+    etas = [re.search(r"  eta (\d\d):(\d\d)$", line) for line in steps[1:]]
+    assert all(etas) and [60 * int(m[1]) + int(m[2]) for m in etas][-1] == 0  # the last step: nothing left
+    assert [line.split(" trained in ")[0] for line in printed if " trained in " in line] == ["epoch 0", "epoch 1"]
+    epochs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["steps"]) for r in epochs if r["phase"] == "epoch"] == [(0, 3), (1, 3)]
+
+
+def test_help_shows_the_default_of_every_flag_that_has_one():
+    from trainer.args import build_parser
+
+    parser = build_parser()
+    formatter = parser._get_formatter()
+    shown = {action.option_strings[0]: formatter._expand_help(action) for action in parser._actions
+             if action.option_strings and action.default not in (None, False, argparse.SUPPRESS)}
+    assert shown["--print-freq"].endswith("(default: 10)") and shown["--data-timeout"].endswith("(default: 600)")
+    assert [flag for flag, text in shown.items() if "default" not in text] == []
+
+
 def test_on_a_terminal_a_prep_bar_is_tqdms(monkeypatch):
     stderr_is_a_terminal(monkeypatch, True)
     with prep_progress.progress(total=3, desc="prep", unit="img") as bar:

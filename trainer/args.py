@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import pipeline
+from common.cli import Parser
 from common.layout import LISTS, has_manifest
 from common.store import is_url
 from pipeline import crops
@@ -40,13 +41,8 @@ class FlagError(ValueError):
     exit_status = 2
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"trainer: {message}\n")
-
-
 def build_parser():
-    p = Parser(prog="python -m trainer",
+    p = Parser("trainer", prog="python -m trainer",
                description="Train a torchvision classifier on ImageNet shards: one process, DDP under torchrun or "
                            "torch.distributed.launch, or one process per device with --multiprocessing-distributed.")
     p.add_argument("data", nargs="?", help="same as --data-path (the pytorch/examples positional form)")

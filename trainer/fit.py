@@ -28,6 +28,7 @@ from trainer.report import (
     RunLog,
     Totals,
     Trained,
+    banner,
     run_report,
     validation_line,
     write_report,
@@ -52,6 +53,7 @@ def fit(config, ctx):
     config, train_loader, val_loader = build_loaders(config, ctx)
     model = build_model(config.model, config.num_classes or val_loader.num_classes, ctx.device, config.channels_last)
     resume.load_weights(model, saved, config)
+    ctx.say(banner(config, ctx, model, train_loader, val_loader))
     eval_model = torch.compile(model) if config.compile else model
     def validate(weights=eval_model):
         return evaluate(weights, val_loader, ctx.device, config.amp_dtype)
@@ -104,7 +106,8 @@ def _train(config, ctx, t, train_loader, validate, saved):
     out = Path(config.output_dir)
     meter = ThroughputMeter(Clock(ctx.device), t.global_batch, config.skip_steps)
     totals = Totals(saved, meter)  # the segments before this one, if resuming: their time, windows, skipped images
-    log = RunLog(out, ctx.main, append=saved is not None, val_at=(config.val_crop_size, config.val_size))
+    log = RunLog(out, ctx.main, append=saved is not None, val_at=(config.val_crop_size, config.val_size),
+                 last_step=_last_step(config, t))
     best = Best.of(saved)
     rng = resume.rng_states(saved, ctx)
     if rng:
@@ -115,6 +118,8 @@ def _train(config, ctx, t, train_loader, validate, saved):
     save = functools.partial(_save, config, ctx, t, stop, totals, train_loader)
     try:
         while t.position.epoch < config.epochs and not _stop_step_reached(config, t):
+            log.epoch_started()
+            first_step = t.step
             stopped = train_epoch(t, train_loader, meter, log, config.print_freq,
                                   functools.partial(_after_step, config, stop, save, samples, best))
             if stopped:
@@ -123,6 +128,7 @@ def _train(config, ctx, t, train_loader, validate, saved):
                 if stopped == "signal":
                     raise SystemExit(EXIT_PREEMPTED)
                 break
+            log.epoch_trained(t.position.epoch, t.position.global_step, t.step - first_step)
             is_best = False
             if (t.position.epoch + 1) % config.eval_freq == 0 or t.position.epoch + 1 == config.epochs:
                 results = _evaluate_weights(t, validate, log)
@@ -139,6 +145,12 @@ def _train(config, ctx, t, train_loader, validate, saved):
     return Trained(steps_per_epoch=t.steps_per_epoch, global_step=t.position.global_step, best=best,
                    speed=meter.summary(), windows=meter.windows, images_skipped=images_skipped,
                    val_images=totals.val_images, training_time=totals.training_time())
+
+
+def _last_step(config, t):
+    """The global step the run ends at: its last epoch's end, or --stop-step-num before it."""
+    last = config.epochs * t.steps_per_epoch
+    return last if config.stop_step_num is None else min(last, config.stop_step_num)
 
 
 def _finished(config, t):

@@ -21,6 +21,7 @@ from common.placement import launcher_placement
 from trainer import distributed
 from trainer.args import FlagError
 from trainer.checkpoint import CheckpointError
+from trainer.footprint import check_machine
 from trainer.preempt import EXIT_PREEMPTED, SIGNALS
 from trainer.report import REPORT_FILE
 
@@ -36,6 +37,10 @@ def run(config, train):
     # The process that writes --output-dir (rank 0, or the launcher of node 0's spawned ranks) holds it for the run,
     # taken before any group forms: a second run into it stops here in one line, and its other ranks with torchrun's.
     writes_output = (config.rank if config.rank is not None else launcher_placement().rank) == 0
+    try:
+        check_machine(config, say=print if writes_output else lambda line: None)
+    except FlagError as error:
+        _leave_on(error)
     with outlock.held(config.output_dir, f"--output-dir {config.output_dir}", refuse_as="trainer") \
             if writes_output else contextlib.nullcontext():
         if config.multiprocessing_distributed:
@@ -91,8 +96,9 @@ def _join(spawned):
                 while not spawned.join():
                     pass
             except mp.ProcessExitedException as error:  # it said why on stderr; a traceback here adds nothing
+                killed = " (SIGKILL: most often the kernel's out-of-memory killer)" if error.exit_code == -9 else ""
                 raise SystemExit(f"trainer: spawned process {error.error_index} of this node exited with status "
-                                 f"{error.exit_code}") from None
+                                 f"{error.exit_code}{killed}") from None
         if None not in codes:
             break
         # a bounded wait: a sentinel's pipe stays open while anything the process forked holds it
@@ -149,9 +155,8 @@ def _train_in_group(config, train, **place):
                             timeout=distributed.peer_timeout(config.data_timeout), **place)
     try:
         return train(config, ctx)
-    except RUN_ERRORS as error:  # named in one line, without a traceback, as the command line's errors are
-        print(f"trainer: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(error.exit_status) from None
+    except RUN_ERRORS as error:
+        _leave_on(error)
     except RuntimeError as error:
         if ctx.world_size == 1 or not distributed.lost_peer(error):
             raise
@@ -160,6 +165,12 @@ def _train_in_group(config, train, **place):
         raise SystemExit(1) from None
     finally:
         distributed.cleanup()
+
+
+def _leave_on(error):
+    """A run error named in one line, without a traceback, as the command line's errors are."""
+    print(f"trainer: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(error.exit_status) from None
 
 
 def _free_port():

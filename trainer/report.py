@@ -5,6 +5,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from common.atomic import write_atomically
 from trainer.meter import Window
 
@@ -110,6 +112,22 @@ def _ramp(config):
                 end_ramp=config.end_ramp, res_multiple=config.res_multiple)
 
 
+def banner(config, ctx, model, train, val):
+    """What the run is, said once at its start: the model, where it runs, the loader, the data and what an epoch is,
+    the output directory."""
+    params = sum(p.numel() for p in model.parameters())
+    where = f"{ctx.world_size} processes" if ctx.world_size > 1 else "1 process"
+    workers = "default workers" if config.workers is None else f"{config.workers} worker(s)"
+    lines = [f"{config.model} ({params / 1e6:.1f} M parameters) on {ctx.device.type}, {where}, AMP {config.amp}; "
+             f"loader {config.loader} ({workers} per process)"]
+    data = f"data {config.data_path}: "
+    if train is not None:
+        steps, batch = len(train) // config.accumulate, config.batch_size * ctx.world_size * config.accumulate
+        data += f"{train.samples:,} train samples, {steps:,} steps of {batch:,} per epoch, {config.epochs} epochs; "
+    lines.append(data + f"{val.samples:,} val samples at {config.val_crop_size} px; output {config.output_dir}")
+    return "\n".join(f"trainer: {line}" for line in lines)
+
+
 def make_report(**fields):
     report = Report((key, fields.pop(key)) for key in REPORT_KEYS)
     report.update(fields)
@@ -123,12 +141,16 @@ def write_report(output_dir, report):
 
 
 class RunLog:
-    def __init__(self, output_dir, enabled, append, val_at=None):
+    def __init__(self, output_dir, enabled, append, val_at=None, last_step=None):
         """`append` for a resumed run, which goes on with the log of the run it resumes; `val_at`: (crop, resize) of
-        the validation images, said on each validation line."""
+        the validation images, said on each validation line; `last_step`: the global step the run ends at, which
+        the progress lines' ETA counts down to."""
         self.enabled = enabled
         self.val_at = val_at
+        self.last_step = last_step
         self.started = time.perf_counter()
+        self._pace_from = None  # (time, global step) of this segment's first progress line: its pace is since then
+        self._epoch_started = None
         if enabled:
             self.jsonl = open(Path(output_dir) / "log.jsonl", "a" if append else "w")  # noqa: SIM115 (open all run)
             self.tensorboard = _summary_writer(Path(output_dir) / "tensorboard")
@@ -140,11 +162,36 @@ class RunLog:
         if window:
             at = f"  at {window.resolution} px" if window.resolution else ""
             speed = f"img/s {window.fps:9.1f}  data-wait {window.wait_share:4.0%}{at}"
-        print(f"epoch {epoch} step {step}/{steps}  loss {loss:.4f}  lr {lr:.4g}  {speed}", flush=True)
+        print(f"epoch {epoch} step {step}/{steps}  loss {loss:.4f}  lr {lr:.4g}  {speed}{self._eta(global_step)}",
+              flush=True)
         record = {"loss": loss, "lr": lr}
         if window:
             record.update(img_s=window.fps, data_wait_share=window.wait_share, resolution=window.resolution)
         self._write("train", record, epoch, global_step)
+
+    def _eta(self, global_step):
+        """"  eta H:MM:SS" to the run's last step at this segment's pace (evaluations included as they come), once
+        there is a pace."""
+        now = time.perf_counter()
+        if self._pace_from is None:
+            self._pace_from = (now, global_step)
+            return ""
+        since, first = self._pace_from
+        if self.last_step is None or global_step <= first:
+            return ""
+        left = max(self.last_step - global_step, 0) * (now - since) / (global_step - first)
+        return f"  eta {tqdm.format_interval(left)}"
+
+    def epoch_started(self):
+        self._epoch_started = time.perf_counter()
+
+    def epoch_trained(self, epoch, global_step, steps):
+        """The line and record of an epoch's training time (this segment's part of it, when it was resumed)."""
+        if not self.enabled or self._epoch_started is None:
+            return
+        seconds = time.perf_counter() - self._epoch_started
+        print(f"epoch {epoch} trained in {tqdm.format_interval(seconds)} ({steps} steps)", flush=True)
+        self._write("epoch", {"seconds": round(seconds, 3), "steps": steps}, epoch, global_step)
 
     def eval(self, epoch, global_step, result, phase="val"):
         """`result`: a loop.Evaluation; `phase` val, or val_ema for the averaged weights."""
