@@ -51,6 +51,12 @@ def paused(process):
         os.killpg(process.pid, signal.SIGCONT)
 
 
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def finish(process, timeout=300):
     try:
         out, err = process.communicate(timeout=timeout)
@@ -164,10 +170,17 @@ def test_two_trainers_on_one_output_dir_one_completes_the_others_refuse(sample_s
         single = start("trainer", *TINY, "--data-path", sample_shards, "--output-dir", out, "--epochs", "2")
         spawning = start("trainer", *TINY, "--data-path", sample_shards, "--output-dir", out, "--epochs", "2",
                          "--multiprocessing-distributed", "--device-list", "0,1", "--dist-backend", "gloo")
+        under_torchrun = start("torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(),
+                               "-m", "trainer", *TINY, "--data-path", sample_shards, "--output-dir", out,
+                               "--epochs", "2")
         for second in (single, spawning):
             status, stdout, stderr = finish(second)
             assert (status, stdout) == (2, ""), stderr
             assert len(stderr.splitlines()) == 1 and stderr.startswith(f"trainer: {refused}"), stderr
+        # rank 0 refuses as a single process does; torchrun then stops rank 1 and reports the failure its own way
+        status, stdout, stderr = finish(under_torchrun)
+        ours = [line for line in (stdout + stderr).splitlines() if line.startswith("trainer: ")]
+        assert status != 0 and len(ours) == 1 and ours[0].startswith(f"trainer: {refused}"), stdout + stderr
         assert everything_under(out) == before, "the refused runs touched nothing"
     status, stdout, stderr = finish(first)
     assert status == 0, stdout[-2000:] + stderr[-2000:]
