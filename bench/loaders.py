@@ -62,7 +62,7 @@ from pipeline.readers import open_reader
 
 BASELINE = "torchvision"
 BASELINE_PREFETCH = 2  # torch DataLoader's default prefetch_factor, which the baseline keeps
-LOADERS = tuple(backend for backend in pipeline.BACKENDS if backend != "synthetic")
+LOADERS = pipeline.DATA_BACKENDS
 MEASURES = ("images_per_s", "first_pass_setup_s", "later_pass_setup_s")
 RESUME_AT = 0.9  # the resume position, a share of the epoch
 RESUME_MEASURES = ("setup_from_0_s", "setup_from_90pct_s")  # the pass set-up from the start, from RESUME_AT
@@ -97,9 +97,9 @@ def parse_args(argv):
     args.backends = [b for b in args.backends.split(",") if b]
     if not args.backends:
         parser.error(f"--backends: none named; choose from {', '.join(LOADERS)}")
-    if "synthetic" in args.backends:
-        parser.error("--backends: synthetic decodes nothing (it hands out one resident batch), so it is no loader "
-                     "to time against torchvision; `python -m bench train` uses it as the compute ceiling")
+    if pipeline.CEILING in args.backends:
+        parser.error(f"--backends: {pipeline.CEILING} decodes nothing (it hands out one resident batch), so it is no "
+                     "loader to time against torchvision; `python -m bench train` uses it as the compute ceiling")
     unknown = [b for b in args.backends if b not in LOADERS]
     if unknown:
         parser.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(LOADERS)}")

@@ -1,6 +1,7 @@
 """PNG plots of benchmark results (matplotlib, Agg backend: no display needed).
 
 matplotlib is optional: imported when a plot is drawn, its absence an ImportError saying what to install."""
+import pipeline
 from common.atomic import atomic_file
 
 
@@ -18,7 +19,7 @@ def plot_train(result, path, loaders_result=None):
     if loaders_result:
         crop = loaders_result.get("crop_size", "?")
         for name, row in loaders_result["loaders"].items():
-            if name != "synthetic":  # results saved before `bench loaders` left synthetic out still hold it
+            if name != pipeline.CEILING:  # results saved before `bench loaders` left synthetic out still hold it
                 ax.axhline(row["images_per_s"], linestyle="--", linewidth=1, color=colors.get(name, "grey"),
                            label=f"{name} loader alone, {crop} px ({row['images_per_s']:.0f})")
     ax.set_xlabel("training step (end of timing window)")

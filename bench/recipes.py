@@ -78,7 +78,7 @@ def parse_args(argv):
     p.add_argument("--ema", type=float, default=0.99, help="the EMA run's decay per step (default 0.99)")
     p.add_argument("--ema-every", type=integer(1), default=1, help="steps between updates of the average (default 1)")
     p.add_argument("--seed", type=integer(0), default=0)
-    p.add_argument("--loader", choices=[name for name in pipeline.BACKENDS if name != "synthetic"], default="cpu")
+    p.add_argument("--loader", choices=pipeline.DATA_BACKENDS, default="cpu")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if gpu else "cpu",
                    help="default: cuda when there is one")
     results.add_option(p)

@@ -49,7 +49,7 @@ WAITS = 0.1        # more than 10 % of step time blocked in next(loader) is wait
 def parse_args(argv):
     gpu = torch.cuda.is_available()
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
-    usable = [b for b in pipeline.available_backends(gpu) if b != "synthetic"]
+    usable = [b for b in pipeline.available_backends(gpu) if b in pipeline.DATA_BACKENDS]
     p = Parser("bench train", prog="python -m bench train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-path", type=Path,
                    help="prep output dir (default: an ImageNet-sized sample under build/bench/data)")
@@ -70,7 +70,7 @@ def parse_args(argv):
     results.add_option(p)
     args = p.parse_args(argv)
     results.check_option(p, args)
-    args.loaders = [name for name in args.loaders.split(",") if name and name != "synthetic"]
+    args.loaders = [name for name in args.loaders.split(",") if name and name != pipeline.CEILING]
     unknown = [name for name in args.loaders if name not in pipeline.BACKENDS]
     if unknown:
         p.error(f"--loaders: unknown {', '.join(unknown)}; choose from {', '.join(pipeline.BACKENDS)}")
@@ -106,7 +106,7 @@ def steps_per_run(args):
 def main(argv=None):
     args = parse_args(argv or [])
     data_path = args.data_path or imagenet_sized_shards(args.batch_size * steps_per_run(args))
-    names = ["synthetic", *args.loaders]
+    names = [pipeline.CEILING, *args.loaders]
     trainer_runs = {name: [] for name in names}
     bare_runs = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -157,7 +157,7 @@ def bare_loop_fps(args, data_path):
     device = torch.device(args.device)
     dtype = AMP_DTYPES[args.amp]
     torch.backends.cudnn.benchmark = True  # as the trainer sets it, whichever runs first
-    loader = pipeline.make_loader(data_path, "train", "synthetic", args.batch_size, device=device,
+    loader = pipeline.make_loader(data_path, "train", pipeline.CEILING, args.batch_size, device=device,
                                   dtype=dtype or torch.float32, channels_last=args.channels_last,
                                   crop_size=args.crop_size)
     images, labels = next(iter(loader))
@@ -190,16 +190,16 @@ def _sync(device):
 
 
 def summarise(args, data_path, best, trainer_runs, bare_runs):
-    synthetic = best["synthetic"]["train_fps_mean"]
+    ceiling = best[pipeline.CEILING]["train_fps_mean"]
     loaders = {}
     for name, report in best.items():
         loaders[name] = {key: report[key] for key in ("train_fps_mean", "train_fps_min", "train_fps_max",
                                                       "data_wait_share", "images_skipped")}
-        loaders[name].update(ratio_to_synthetic=report["train_fps_mean"] / synthetic,
+        loaders[name].update(ratio_to_synthetic=report["train_fps_mean"] / ceiling,
                              windows=report["train_fps_windows"],
                              rounds=[r["train_fps_mean"] for r in trainer_runs[name]])
-    paired = [trainer["train_fps_mean"] / bare for trainer, bare in zip(trainer_runs["synthetic"], bare_runs)]
-    return {"data_path": str(data_path), "device": best["synthetic"]["device"], "model": args.model,
+    paired = [trainer["train_fps_mean"] / bare for trainer, bare in zip(trainer_runs[pipeline.CEILING], bare_runs)]
+    return {"data_path": str(data_path), "device": best[pipeline.CEILING]["device"], "model": args.model,
             "batch_size": args.batch_size, "crop_size": args.crop_size, "amp": args.amp,
             "channels_last": args.channels_last, "steps": args.steps, "skip_steps": args.skip_steps,
             "rounds": args.rounds, "loaders": loaders,
@@ -211,7 +211,7 @@ def summarise(args, data_path, best, trainer_runs, bare_runs):
 
 def verdict(loaders):
     """Name the bottleneck for the fastest real loader, from its throughput against synthetic and its data wait."""
-    real = {name: row for name, row in loaders.items() if name != "synthetic"}
+    real = {name: row for name, row in loaders.items() if name != pipeline.CEILING}
     if not real:
         return "no real loader ran: only the compute ceiling (synthetic) was measured"
     name, row = max(real.items(), key=lambda item: item[1]["train_fps_mean"])

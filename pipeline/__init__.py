@@ -23,7 +23,7 @@ import torch
 
 from common import store
 from pipeline import crops
-from pipeline.loader import BACKEND_TABLE, BACKENDS, Loader  # noqa: F401 (the package's interface)
+from pipeline.loader import BACKEND_TABLE, BACKENDS, CEILING, DATA_BACKENDS, Loader  # noqa: F401 (the interface)
 from pipeline.options import DATA_TIMEOUT_S, ORDERS  # noqa: F401 (DATA_TIMEOUT_S: the interface)
 
 SPLITS = ("train", "val")
@@ -48,10 +48,23 @@ def available_backends(cuda=None):
     return tuple(row.name for row in BACKEND_TABLE if (dali or not row.needs_dali) and (cuda or not row.needs_cuda))
 
 
-def require(name):
-    """Raise MissingDependency if backend `name` needs a library that is not installed."""
-    if backend(name).needs_dali and not _dali_installed():
+def default_backend(cuda):
+    """The first backend of the table marked default that can run here."""
+    usable = available_backends(cuda)
+    return next(row.name for row in BACKEND_TABLE if row.default and row.name in usable)
+
+
+def require(name, cuda=None):
+    """Raise MissingDependency if backend `name` needs a library that is not installed; ValueError if it needs CUDA
+    and `cuda` (whether the run has a CUDA device; None: not checked) says there is none, its message a phrase the
+    caller puts after the backend's name."""
+    row = backend(name)
+    if row.needs_dali and not _dali_installed():
         raise MissingDependency(f"the {name} backend needs NVIDIA DALI: pip install 'imagenet-feed[dali]'")
+    if row.needs_cuda and cuda is False:
+        others = [other.name for other in BACKEND_TABLE if other.module == row.module and not other.needs_cuda]
+        raise ValueError("decodes on the GPU and needs a CUDA device"
+                         + (f"; on the CPU use {' or '.join(others)}" if others else ""))
 
 
 def _dali_installed():
@@ -104,14 +117,15 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
     order = _check_order(data_path, name, order, window, cache_dir, cache_limit)
     crop_scale = _check_range("crop_scale", crop_scale, most=1)
     crop_ratio = _check_range("crop_ratio", crop_ratio)
-    require(name)
     options = _options(split=split, batch_size=batch_size, accumulate=accumulate, device=device, dtype=dtype,
                        channels_last=channels_last, crop_size=crop_size, val_size=val_size, workers=workers, seed=seed,
-                       strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=name == "dali",
+                       strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=row.gpu_decode,
                        order=order, window=window, cache_dir=cache_dir and str(cache_dir), cache_limit=cache_limit,
                        crop_scale=crop_scale, crop_ratio=crop_ratio, timeout=timeout)
-    if row.needs_cuda and options.device.type != "cuda":
-        raise ValueError(f"pipeline: backend {name} decodes on the GPU and needs a CUDA device; use dali-cpu")
+    try:
+        require(name, cuda=options.device.type == "cuda")
+    except ValueError as error:
+        raise ValueError(f"pipeline: backend {name} {error}") from None
     return importlib.import_module(row.module).make(data_path, options)
 
 
@@ -119,7 +133,7 @@ def batches_ahead(name, *, workers=None, device=None):
     """How many batches backend `name`'s loader may prepare before the first is asked for (bench warms up on it)."""
     options = _options(split="train", batch_size=1, accumulate=1, device=device, dtype=torch.float32,
                        channels_last=False, crop_size=1, val_size=1, workers=workers, seed=0, strict=False,
-                       max_steps=None, num_classes=1, gpu_decode=name == "dali")
+                       max_steps=None, num_classes=1, gpu_decode=backend(name).gpu_decode)
     return importlib.import_module(backend(name).module).batches_ahead(options)
 
 
@@ -137,7 +151,7 @@ def _check_order(data_path, name, order, window, cache_dir, cache_limit):
         raise ValueError(f"pipeline: window applies to order='shard-window', not {order!r}")
     if cache_dir is not None and not remote:
         raise ValueError(f"pipeline: cache_dir applies to a URL; {data_path} is read where it is")
-    if remote and name != "synthetic":  # synthetic reads no more than the manifest's sizes
+    if remote and backend(name).reads_data:  # a backend that reads no data reads no more than the manifest
         if order != "shard-window":
             raise ValueError(f"pipeline: order={order!r} needs every shard at hand; a URL is read window by window "
                              "through a bounded cache: order='shard-window'")

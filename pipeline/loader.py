@@ -54,16 +54,26 @@ class Loader(Protocol):
 
 @dataclass(frozen=True)
 class Backend:
+    """A backend's traits: what it needs, what it does. Code outside this table asks these, never a name."""
     name: str
     module: str        # where make() and batches_ahead() are
     needs_dali: bool   # the optional nvidia-dali package
     needs_cuda: bool   # a CUDA device to run on
+    gpu_decode: bool   # the JPEGs are decoded on the GPU
+    reads_data: bool   # False: batches made up on the device, the model-bound ceiling the benches compare with
+    default: bool      # a default choice: the first of these that can run here is the one a run takes
 
 
-BACKEND_TABLE = (
-    Backend("dali", "pipeline.dali", needs_dali=True, needs_cuda=True),           # DALI "mixed": GPU decode
-    Backend("dali-cpu", "pipeline.dali", needs_dali=True, needs_cuda=False),      # DALI on CPU threads
-    Backend("cpu", "pipeline.cpu", needs_dali=False, needs_cuda=False),           # DataLoader workers, libjpeg-turbo
-    Backend("synthetic", "pipeline.synthetic", needs_dali=False, needs_cuda=False),  # one resident random batch
+BACKEND_TABLE = (  # in the order of preference of the defaults
+    Backend("dali", "pipeline.dali", needs_dali=True, needs_cuda=True, gpu_decode=True, reads_data=True,
+            default=True),  # DALI "mixed": GPU decode
+    Backend("dali-cpu", "pipeline.dali", needs_dali=True, needs_cuda=False, gpu_decode=False, reads_data=True,
+            default=False),  # DALI on CPU threads
+    Backend("cpu", "pipeline.cpu", needs_dali=False, needs_cuda=False, gpu_decode=False, reads_data=True,
+            default=True),  # DataLoader workers, libjpeg-turbo
+    Backend("synthetic", "pipeline.synthetic", needs_dali=False, needs_cuda=False, gpu_decode=False,
+            reads_data=False, default=False),  # one resident random batch
 )
 BACKENDS = tuple(backend.name for backend in BACKEND_TABLE)
+DATA_BACKENDS = tuple(backend.name for backend in BACKEND_TABLE if backend.reads_data)
+CEILING = next(backend.name for backend in BACKEND_TABLE if not backend.reads_data)  # what the benches compare with

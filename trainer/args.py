@@ -92,7 +92,8 @@ def build_parser():
     run.add_argument("--skip_steps", "--skip-steps", type=int, default=10,
                      help="first steps of each epoch left out of the FPS (default: 10)")
     run.add_argument("--loader", choices=pipeline.BACKENDS,
-                     help="default: dali on a GPU with DALI, else cpu; synthetic needs no data")
+                     help=f"default: the first of {', '.join(b.name for b in pipeline.BACKEND_TABLE if b.default)} "
+                          f"that can run here (a GPU, DALI); {pipeline.CEILING} needs no data")
     run.add_argument("--crop-size", "--crop_size", "--max-res", "--max_res", type=int, default=224,
                      help="training crop (with --min-res, the largest of the ramp) (default: 224)")
     run.add_argument("--val-size", "--val_size", type=int, default=256, help="validation resize before the centre crop")
@@ -504,16 +505,17 @@ def _data(args, device):
     """data_path (--data-path, --data or the positional form, else shards/) and loader (default: dali on a GPU with
     DALI, else cpu), checked against the device and the disk."""
     data_path = args.data_path or args.data or DEFAULT_DATA
-    loader = args.loader
-    if loader is None:
-        loader = "dali" if "dali" in pipeline.available_backends(device.startswith("cuda")) else "cpu"
-    pipeline.require(loader)
-    if loader == "dali" and not device.startswith("cuda"):
-        raise ValueError(f"--loader dali decodes on the GPU; with --device {device} use --loader dali-cpu")
+    cuda = device.startswith("cuda")
+    loader = args.loader or pipeline.default_backend(cuda)
+    try:
+        pipeline.require(loader, cuda=cuda)
+    except ValueError as error:
+        raise ValueError(f"--loader {loader} {error} (--device {device})") from None
+    reads_data = pipeline.backend(loader).reads_data
     remote = is_url(data_path)
-    if loader != "synthetic" and not remote:
+    if reads_data and not remote:
         _check_prepared(Path(data_path))
-    if remote and loader != "synthetic" and args.cache_limit is None:
+    if remote and reads_data and args.cache_limit is None:
         raise ValueError(f"--data-path {data_path} is a URL: give --cache-limit, the bytes its node-local cache may "
                          "hold (e.g. 20GB)")
     if remote and args.shuffle == "global":
@@ -539,7 +541,7 @@ def _check_prepared(path):
                          f"--data-path {DEFAULT_DATA}/")
     if not path.is_dir():
         raise ValueError(f"--data-path {path}: no such directory; make it with "
-                         f"`{_prep_command(out=os.path.join(path, ''))}` (or --loader synthetic)")
+                         f"`{_prep_command(out=os.path.join(path, ''))}` (or --loader {pipeline.CEILING})")
     if has_manifest(path) or any((path / name).is_file() for name in LISTS.values()):
         return
     raw = next((layout for layout in sources.LAYOUTS if layout.recognises(path)), None)
