@@ -1,6 +1,12 @@
-"""What the pipeline raises about its data. Each message names the file or path; a command-line entry point prints
-it as one line and exits with the error's status: 2 for data that is not where it was said to be, 1 for data that
-is there but damaged (check it with `python -m prep.verify DIR`)."""
+"""What the code raises about its input. Each message names the flag, file or path; a command-line entry point
+prints it as one line and exits with the error's status: 2 for a flag that cannot be and for data that is not where
+it was said to be, 1 for data that is there but damaged (check it with `python -m prep.verify DIR`)."""
+
+
+class UsageError(ValueError):
+    """A flag (or an option given to a library call) that cannot be, whether the command line, the data or the
+    machine shows it: the message names it."""
+    exit_status = 2
 
 
 class DataError(Exception):

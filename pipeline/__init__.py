@@ -22,6 +22,7 @@ import numbers
 import torch
 
 from common import store
+from common.errors import UsageError
 from pipeline import crops
 from pipeline.loader import BACKEND_TABLE, BACKENDS, CEILING, DATA_BACKENDS, Loader  # noqa: F401 (the interface)
 from pipeline.options import DATA_TIMEOUT_S, ORDERS  # noqa: F401 (DATA_TIMEOUT_S: the interface)
@@ -38,7 +39,7 @@ def backend(name):
     for row in BACKEND_TABLE:
         if row.name == name:
             return row
-    raise ValueError(f"pipeline: unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    raise UsageError(f"pipeline: unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
 def available_backends(cuda=None):
@@ -63,7 +64,7 @@ def require(name, cuda=None):
         raise MissingDependency(f"the {name} backend needs NVIDIA DALI: pip install 'imagenet-feed[dali]'")
     if row.needs_cuda and cuda is False:
         others = [other.name for other in BACKEND_TABLE if other.module == row.module and not other.needs_cuda]
-        raise ValueError("decodes on the GPU and needs a CUDA device"
+        raise UsageError("decodes on the GPU and needs a CUDA device"
                          + (f"; on the CPU use {' or '.join(others)}" if others else ""))
 
 
@@ -107,13 +108,13 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
     """
     row = backend(name)
     if split not in SPLITS:
-        raise ValueError(f"pipeline: unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        raise UsageError(f"pipeline: unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if batch_size < 1:
-        raise ValueError(f"pipeline: batch_size must be positive, got {batch_size}")
+        raise UsageError(f"pipeline: batch_size must be positive, got {batch_size}")
     if accumulate < 1:
-        raise ValueError(f"pipeline: accumulate must be positive, got {accumulate}")
+        raise UsageError(f"pipeline: accumulate must be positive, got {accumulate}")
     if not timeout > 0:
-        raise ValueError(f"pipeline: timeout must be a positive number of seconds, got {timeout!r}")
+        raise UsageError(f"pipeline: timeout must be a positive number of seconds, got {timeout!r}")
     order = _check_order(data_path, name, order, window, cache_dir, cache_limit)
     crop_scale = _check_range("crop_scale", crop_scale, most=1)
     crop_ratio = _check_range("crop_ratio", crop_ratio)
@@ -125,7 +126,7 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
     try:
         require(name, cuda=options.device.type == "cuda")
     except ValueError as error:
-        raise ValueError(f"pipeline: backend {name} {error}") from None
+        raise UsageError(f"pipeline: backend {name} {error}") from None
     return importlib.import_module(row.module).make(data_path, options)
 
 
@@ -142,21 +143,21 @@ def _check_order(data_path, name, order, window, cache_dir, cache_limit):
     cannot be."""
     remote = data_path is not None and store.is_url(data_path)
     if order is not None and order not in ORDERS:
-        raise ValueError(f"pipeline: order must be one of {', '.join(ORDERS)}, got {order!r}")
+        raise UsageError(f"pipeline: order must be one of {', '.join(ORDERS)}, got {order!r}")
     for keyword, value, unit in (("window", window, "shards"), ("cache_limit", cache_limit, "bytes")):
         if value is not None and not (isinstance(value, numbers.Integral) and value >= 1):
-            raise ValueError(f"pipeline: {keyword} must be a positive number of {unit}, got {value!r}")
+            raise UsageError(f"pipeline: {keyword} must be a positive number of {unit}, got {value!r}")
     order = order or ("shard-window" if remote else "global")
     if window is not None and order != "shard-window":
-        raise ValueError(f"pipeline: window applies to order='shard-window', not {order!r}")
+        raise UsageError(f"pipeline: window applies to order='shard-window', not {order!r}")
     if cache_dir is not None and not remote:
-        raise ValueError(f"pipeline: cache_dir applies to a URL; {data_path} is read where it is")
+        raise UsageError(f"pipeline: cache_dir applies to a URL; {data_path} is read where it is")
     if remote and backend(name).reads_data:  # a backend that reads no data reads no more than the manifest
         if order != "shard-window":
-            raise ValueError(f"pipeline: order={order!r} needs every shard at hand; a URL is read window by window "
+            raise UsageError(f"pipeline: order={order!r} needs every shard at hand; a URL is read window by window "
                              "through a bounded cache: order='shard-window'")
         if cache_limit is None:
-            raise ValueError(f"pipeline: cache_limit is required for {data_path}: the bytes of shards its "
+            raise UsageError(f"pipeline: cache_limit is required for {data_path}: the bytes of shards its "
                              "node-local cache may hold")
     return order
 
@@ -169,7 +170,7 @@ def _check_range(keyword, value, most=math.inf):
         low = high = math.nan  # not a pair of numbers: fails the check below
     if not 0 < low <= high <= most:
         bounds = "0 < min <= max" + ("" if most == math.inf else f" <= {most:g}")
-        raise ValueError(f"pipeline: {keyword} must be a (min, max) pair with {bounds}, got {value!r}")
+        raise UsageError(f"pipeline: {keyword} must be a (min, max) pair with {bounds}, got {value!r}")
     return low, high
 
 

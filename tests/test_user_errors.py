@@ -252,12 +252,12 @@ def test_a_batch_of_one_for_a_batchnorm_model_is_refused_at_start(sample_shards,
 def test_which_batches_of_one_are_refused(model, batch, refused):
     from types import SimpleNamespace
 
-    from trainer.args import FlagError
+    from common.errors import UsageError
     from trainer.loaders import _check_batch_norm
 
     config = SimpleNamespace(model=model, batch_size=batch)
     if refused:
-        with pytest.raises(FlagError, match=f"cannot train --model {model}: .* is 2$"):
+        with pytest.raises(UsageError, match=f"cannot train --model {model}: .* is 2$"):
             _check_batch_norm(config)
     else:
         _check_batch_norm(config)

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 import pipeline
-from common.cli import Parser
+from common.cli import Parser, output_problem
+from common.errors import UsageError
 from common.layout import LISTS, has_manifest
 from common.store import is_url
 from pipeline import crops
@@ -34,11 +35,6 @@ BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12
 AUTO = "auto"  # --resume's default
 SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
 RAW = "ILSVRC2012"  # the folder of the downloaded archives, as the guides name it
-
-
-class FlagError(ValueError):
-    """A flag that only the data shows to be wrong (a batch larger than a rank's share, say): exit status 2."""
-    exit_status = 2
 
 
 def build_parser():
@@ -229,7 +225,7 @@ def parse_args(argv=None):
         args = parser.parse_args(argv)
     try:
         return _config(args, given=_typed(argv))
-    except (ValueError, pipeline.MissingDependency) as error:
+    except (UsageError, pipeline.MissingDependency) as error:
         parser.error(str(error))
 
 
@@ -290,7 +286,7 @@ def _device_list(text):
 
 
 def _config(args, given=()):
-    """The Namespace checked and resolved into a RunConfig; each step raises ValueError naming the flag, in the order
+    """The Namespace checked and resolved into a RunConfig; each step raises UsageError naming the flag, in the order
     the steps run (values, precision, device, processes, workers, resume, data)."""
     _check_values(args)
     settled = _precision(args)
@@ -308,7 +304,7 @@ def _config(args, given=()):
 def _check_values(args):
     models = classification_models()
     if args.model not in models:
-        raise ValueError(f"unknown --model {args.model!r}; choose from: {', '.join(models)}")
+        raise UsageError(f"unknown --model {args.model!r}; choose from: {', '.join(models)}")
     if not (args.evaluate or args.evaluate_untrained):
         check_train_crop(args.model, args.crop_size if args.min_res is None else min(args.min_res, args.crop_size))
     positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--print-freq": args.print_freq,
@@ -321,13 +317,13 @@ def _check_values(args):
     positive.update((flag, value) for flag, value in optional.items() if value is not None)
     for flag, value in positive.items():
         if value < 1:
-            raise ValueError(f"{flag} must be positive, got {value}")
+            raise UsageError(f"{flag} must be positive, got {value}")
     for flag, value in (("--training_step_per_epoch", args.training_step_per_epoch),
                         ("--eval_step_per_epoch", args.eval_step_per_epoch)):
         if value == 0 or value < -1:
-            raise ValueError(f"{flag} must be positive or -1 (whole epoch), got {value}")
+            raise UsageError(f"{flag} must be positive or -1 (whole epoch), got {value}")
     if args.rank < -1:
-        raise ValueError(f"--rank must not be negative, got {args.rank}")
+        raise UsageError(f"--rank must not be negative, got {args.rank}")
     ranges = (("--skip_steps", args.skip_steps, args.skip_steps >= 0, "at least 0"),
               ("--warmup-epochs", args.warmup_epochs, args.warmup_epochs >= 0, "at least 0"),
               ("--start-epoch", args.start_epoch, args.start_epoch is None or args.start_epoch >= 0, "at least 0"),
@@ -345,23 +341,25 @@ def _check_values(args):
               ("--seed", args.seed, args.seed >= 0, "at least 0"))
     for flag, value, valid, expected in ranges:
         if not valid:  # (a NaN is valid nowhere)
-            raise ValueError(f"{flag} must be {expected}, got {value}")
+            raise UsageError(f"{flag} must be {expected}, got {value}")
     val_crop = args.val_crop_size or args.crop_size
     if args.val_size < val_crop:
-        raise ValueError(f"--val-size {args.val_size} is below the validation crop {val_crop} (--val-crop-size, else "
+        raise UsageError(f"--val-size {args.val_size} is below the validation crop {val_crop} (--val-crop-size, else "
                          "--crop-size): validation resizes the shorter side to --val-size, then takes that centre "
                          "crop of it")
     _check_crop_box(args)
     _check_ramp(args)
-    _check_output_dir(Path(args.output_dir))
+    problem = output_problem(args.output_dir)
+    if problem:
+        raise UsageError(f"--output-dir {args.output_dir} {problem}")
 
 
 def _check_crop_box(args):
     (scale_min, scale_max), (ratio_min, ratio_max) = args.crop_scale, args.crop_ratio
     if not 0 < scale_min <= scale_max <= 1:
-        raise ValueError(f"--crop-scale {scale_min:g} {scale_max:g}: expected 0 < MIN <= MAX <= 1")
+        raise UsageError(f"--crop-scale {scale_min:g} {scale_max:g}: expected 0 < MIN <= MAX <= 1")
     if not 0 < ratio_min <= ratio_max < math.inf:
-        raise ValueError(f"--crop-ratio {ratio_min:g} {ratio_max:g}: expected 0 < MIN <= MAX")
+        raise UsageError(f"--crop-ratio {ratio_min:g} {ratio_max:g}: expected 0 < MIN <= MAX")
 
 
 def _check_ramp(args):
@@ -369,24 +367,15 @@ def _check_ramp(args):
     ramp = (args.start_ramp, args.end_ramp)
     if args.min_res is None:
         if ramp != (None, None):
-            raise ValueError("--start-ramp and --end-ramp set the ramp of progressive resizing: add --min-res")
+            raise UsageError("--start-ramp and --end-ramp set the ramp of progressive resizing: add --min-res")
         return
     if None in ramp:
-        raise ValueError(f"--min-res {args.min_res} needs --start-ramp and --end-ramp, the epochs the ramp from it "
+        raise UsageError(f"--min-res {args.min_res} needs --start-ramp and --end-ramp, the epochs the ramp from it "
                          f"to --crop-size {args.crop_size} starts and ends")
     if not 0 <= args.start_ramp <= args.end_ramp:
-        raise ValueError(f"--start-ramp {args.start_ramp} --end-ramp {args.end_ramp}: expected 0 <= start <= end")
+        raise UsageError(f"--start-ramp {args.start_ramp} --end-ramp {args.end_ramp}: expected 0 <= start <= end")
     if args.min_res > args.crop_size:
-        raise ValueError(f"--min-res {args.min_res} is above --crop-size {args.crop_size}, where the ramp ends")
-
-
-def _check_output_dir(out):
-    """--output-dir is a directory this process can write, or one it can create."""
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"--output-dir {out}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--output-dir {out}: {existing} is not writable")
+        raise UsageError(f"--min-res {args.min_res} is above --crop-size {args.crop_size}, where the ramp ends")
 
 
 def _precision(args):
@@ -396,11 +385,11 @@ def _precision(args):
     if args.opt_level:
         implied = OPT_LEVELS[args.opt_level]
         if amp not in (None, implied):
-            raise ValueError(f"--opt-level {args.opt_level} means --amp {implied}, not --amp {amp}")
+            raise UsageError(f"--opt-level {args.opt_level} means --amp {implied}, not --amp {amp}")
         amp = implied
     amp = amp or "off"
     if args.loss_scale is not None and amp != "fp16":
-        raise ValueError("--loss-scale-value needs fp16 AMP (--amp fp16 or --opt-level O1/O2), "
+        raise UsageError("--loss-scale-value needs fp16 AMP (--amp fp16 or --opt-level O1/O2), "
                          f"this run has --amp {amp}")
     return {"amp": amp, "loss_scale": None if args.loss_scale == "dynamic" else args.loss_scale}
 
@@ -408,20 +397,20 @@ def _precision(args):
 def _device(name, gpu):
     if gpu is not None:
         if name not in (None, "cuda", f"cuda:{gpu}"):
-            raise ValueError(f"--gpu {gpu} is cuda:{gpu}, which contradicts --device {name}")
+            raise UsageError(f"--gpu {gpu} is cuda:{gpu}, which contradicts --device {name}")
         name = f"cuda:{gpu}"
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r}: expected cuda, cuda:N or cpu") from None
+        raise UsageError(f"--device {name!r}: expected cuda, cuda:N or cpu") from None
     if device.type not in ("cuda", "cpu"):
-        raise ValueError(f"--device {name!r}: expected cuda, cuda:N or cpu")
+        raise UsageError(f"--device {name!r}: expected cuda, cuda:N or cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+        raise UsageError(f"--device {name}: CUDA is not available here; use --device cpu")
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this node has {torch.cuda.device_count()} GPUs")
+        raise UsageError(f"--device {name}: this node has {torch.cuda.device_count()} GPUs")
     return name
 
 
@@ -431,11 +420,11 @@ def _processes(args, device):
     divided among the processes spawned onto device_list, as pytorch/examples does."""
     cuda = device.startswith("cuda")
     if args.dist_backend == "nccl" and not cuda:
-        raise ValueError("--dist-backend nccl needs CUDA devices; --device cpu uses gloo")
+        raise UsageError("--dist-backend nccl needs CUDA devices; --device cpu uses gloo")
     placed = _spawn_share(args, device, cuda) if args.multiprocessing_distributed else _one_process(args, device, cuda)
     init_method = init_method_for(args.dist_url, args.addr)
     if args.world_size > 1 and init_method == "env://" and "MASTER_ADDR" not in os.environ:
-        raise ValueError(f"--world-size {args.world_size}: give --dist-url or --addr, where rank 0 listens")
+        raise UsageError(f"--world-size {args.world_size}: give --dist-url or --addr, where rank 0 listens")
     return {**placed, "init_method": init_method, "world_size": None if args.world_size == -1 else args.world_size,
             "rank": None if args.rank == -1 else args.rank}  # -1, the parser's default: not given
 
@@ -444,19 +433,19 @@ def _spawn_share(args, device, cuda):
     """The node's processes, one per device of --device-list, and the share of the node's batch and workers each
     gets."""
     if cuda and device != "cuda":
-        raise ValueError(f"--device {device} names one GPU; --multiprocessing-distributed spawns onto "
+        raise UsageError(f"--device {device} names one GPU; --multiprocessing-distributed spawns onto "
                          "--device-list (default: every visible GPU)")
     device_list = args.device_list
     if device_list is None:
         device_list = list(range(torch.cuda.device_count())) if cuda else [0]
     if cuda and max(device_list) >= torch.cuda.device_count():
-        raise ValueError(f"--device-list {_listed(device_list)}: this node has {torch.cuda.device_count()} GPUs")
+        raise UsageError(f"--device-list {_listed(device_list)}: this node has {torch.cuda.device_count()} GPUs")
     nodes, node_rank = max(args.world_size, 1), max(args.rank, 0)
     if node_rank >= nodes:
-        raise ValueError(f"--rank {args.rank} is a node rank, but --world-size gives {nodes} node(s)")
+        raise UsageError(f"--rank {args.rank} is a node rank, but --world-size gives {nodes} node(s)")
     processes = len(device_list)
     if args.batch_size < processes:
-        raise ValueError(f"--batch-size {args.batch_size} is this node's, too small to share among its {processes} "
+        raise UsageError(f"--batch-size {args.batch_size} is this node's, too small to share among its {processes} "
                          "processes")
     workers = None if args.workers is None else math.ceil(args.workers / processes)
     return {"device": device, "device_list": tuple(device_list), "batch_size": args.batch_size // processes,
@@ -468,14 +457,14 @@ def _one_process(args, device, cuda):
     as when each is started by hand, and a flag left out comes from the launcher's env."""
     if args.device_list is not None:
         if len(args.device_list) > 1:
-            raise ValueError(f"--device-list {_listed(args.device_list)} names several devices: add "
+            raise UsageError(f"--device-list {_listed(args.device_list)} names several devices: add "
                              "--multiprocessing-distributed to spawn onto them")
         if cuda:
             device = _device(f"cuda:{args.device_list[0]}", None)
     if args.world_size != -1 and args.rank >= args.world_size:
-        raise ValueError(f"--rank {args.rank} is not below --world-size {args.world_size}")
+        raise UsageError(f"--rank {args.rank} is not below --world-size {args.world_size}")
     if args.world_size > 1 and args.rank == -1 and "RANK" not in os.environ:
-        raise ValueError(f"--world-size {args.world_size} without --multiprocessing-distributed counts processes: "
+        raise UsageError(f"--world-size {args.world_size} without --multiprocessing-distributed counts processes: "
                          "give each its --rank (or start them with torchrun)")
     return {"device": device, "device_list": None, "batch_size": args.batch_size, "workers": args.workers}
 
@@ -510,20 +499,20 @@ def _data(args, device):
     try:
         pipeline.require(loader, cuda=cuda)
     except ValueError as error:
-        raise ValueError(f"--loader {loader} {error} (--device {device})") from None
+        raise UsageError(f"--loader {loader} {error} (--device {device})") from None
     reads_data = pipeline.backend(loader).reads_data
     remote = is_url(data_path)
     if reads_data and not remote:
         _check_prepared(Path(data_path))
     if remote and reads_data and args.cache_limit is None:
-        raise ValueError(f"--data-path {data_path} is a URL: give --cache-limit, the bytes its node-local cache may "
+        raise UsageError(f"--data-path {data_path} is a URL: give --cache-limit, the bytes its node-local cache may "
                          "hold (e.g. 20GB)")
     if remote and args.shuffle == "global":
-        raise ValueError("--shuffle global needs every shard at hand; a URL is read window by window: "
+        raise UsageError("--shuffle global needs every shard at hand; a URL is read window by window: "
                          "--shuffle shard-window")
     shuffle = args.shuffle or ("shard-window" if remote else "global")
     if args.shuffle_window is not None and (args.shuffle_window < 1 or shuffle != "shard-window"):
-        raise ValueError(f"--shuffle-window {args.shuffle_window}: a positive number of shards, with --shuffle "
+        raise UsageError(f"--shuffle-window {args.shuffle_window}: a positive number of shards, with --shuffle "
                          "shard-window")
     return {"data_path": data_path, "loader": loader, "shuffle": shuffle}
 
@@ -536,17 +525,17 @@ def _check_prepared(path):
     """A local --data-path is prep's output (or the DeepLearningExamples folders); what prep reads instead (the
     archives, an extracted tree, an archive file) is named as such, with the command that prepares it."""
     if path.is_file():
-        raise ValueError(f"--data-path {path} is a file; the trainer reads prepared data: give the folder holding the "
+        raise UsageError(f"--data-path {path} is a file; the trainer reads prepared data: give the folder holding the "
                          f"ILSVRC2012 archives to `{_prep_command(path.parent)}`, then "
                          f"--data-path {DEFAULT_DATA}/")
     if not path.is_dir():
-        raise ValueError(f"--data-path {path}: no such directory; make it with "
+        raise UsageError(f"--data-path {path}: no such directory; make it with "
                          f"`{_prep_command(out=os.path.join(path, ''))}` (or --loader {pipeline.CEILING})")
     if has_manifest(path) or any((path / name).is_file() for name in LISTS.values()):
         return
     raw = next((layout for layout in sources.LAYOUTS if layout.recognises(path)), None)
     if raw is not None:
-        raise ValueError(f"--data-path {path} holds {raw.looks_like}, what prep reads, not prepared data: "
+        raise UsageError(f"--data-path {path} holds {raw.looks_like}, what prep reads, not prepared data: "
                          f"`{_prep_command(path)}`, then --data-path {DEFAULT_DATA}/")
 
 
@@ -571,11 +560,11 @@ def _resume(args):
     """resume (auto, or the checkpoint file or directory named), evaluate and start_weights (--pretrained's file):
     --evaluate-untrained is an evaluation that reads no checkpoint, so it names none."""
     if args.evaluate_untrained and args.resume != AUTO:
-        raise ValueError(f"--evaluate-untrained evaluates randomly initialised weights: drop it to evaluate "
+        raise UsageError(f"--evaluate-untrained evaluates randomly initialised weights: drop it to evaluate "
                          f"--resume {args.resume}")
     if args.pretrained and (args.resume != AUTO or args.evaluate_untrained):
         other = f"--resume {args.resume}" if args.resume != AUTO else "--evaluate-untrained"
-        raise ValueError(f"--pretrained starts from torchvision's weights, {other} from others: give one of them")
+        raise UsageError(f"--pretrained starts from torchvision's weights, {other} from others: give one of them")
     resume = args.resume if args.resume == AUTO else _checkpoint_path(args.resume)
     return {"resume": resume, "evaluate": args.evaluate or args.evaluate_untrained,
             "evaluate_untrained": args.evaluate_untrained,
@@ -584,9 +573,9 @@ def _resume(args):
 
 def _checkpoint_path(path):
     if not Path(path).exists():
-        raise ValueError(f"--resume {path}: no such checkpoint file or directory")
+        raise UsageError(f"--resume {path}: no such checkpoint file or directory")
     if Path(path).is_dir() and not checkpoint.candidates(path):
-        raise ValueError(f"--resume {path}: a directory with no checkpoint in it (checkpoint-*.pth, checkpoint.pth); "
+        raise UsageError(f"--resume {path}: a directory with no checkpoint in it (checkpoint-*.pth, checkpoint.pth); "
                          "name one that has, or leave --resume out (auto) for the newest in --output-dir, if any, "
                          "else a fresh run")
     return os.fspath(path)

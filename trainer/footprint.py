@@ -10,16 +10,16 @@ import warnings
 import torch
 import torchvision
 
+from common.errors import UsageError
 from common.machine import available_memory, human_bytes
 from common.placement import launcher_placement
-from trainer.args import FlagError
 
 # Copies of the weights a training process holds: weights, gradients, momentum, and DDP's gradient buckets.
 WEIGHT_COPIES = {False: 3, True: 4}
 
 
 def check_machine(config, say):
-    """Say what the machine will do badly, and refuse (FlagError) what it cannot do, before a process starts."""
+    """Say what the machine will do badly, and refuse (UsageError) what it cannot do, before a process starts."""
     if config.evaluate or not config.device.startswith("cpu"):
         return
     if config.amp == "fp16":
@@ -30,7 +30,7 @@ def check_machine(config, say):
     need, available = processes * sum(each), available_memory()
     if need > available:
         weights, activations = each
-        raise FlagError(
+        raise UsageError(
             f"{processes} training process(es) of --model {config.model} on this machine's CPU need about "
             f"{human_bytes(need)} ({human_bytes(weights)} of weights, gradients and optimizer state and "
             f"{human_bytes(activations)} of activations for a batch of {config.batch_size} at {config.crop_size} px "
@@ -50,7 +50,9 @@ def training_bytes(config, distributed):
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")  # a model's note on its initialisation is build_model's to show
         model = torchvision.models.get_model(config.model, weights=None, num_classes=config.num_classes or 1000)
-        images = torch.empty(config.batch_size, 3, config.crop_size, config.crop_size)
+        # BatchNorm refuses a training batch of one (build_loaders says so in its words): measured at two, halved
+        measured = max(config.batch_size, 2)
+        images = torch.empty(measured, 3, config.crop_size, config.crop_size)
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) * WEIGHT_COPIES[distributed]
     kept = {}
 
@@ -61,7 +63,7 @@ def training_bytes(config, distributed):
 
     with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
         model.train()(images)
-    activations = sum(kept.values())
+    activations = sum(kept.values()) * config.batch_size // measured
     if config.amp != "off":  # autocast keeps most activations in 16 bits (the meta device does not autocast)
         activations //= 2
     return weights, activations

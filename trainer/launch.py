@@ -16,10 +16,9 @@ from pathlib import Path
 import torch.multiprocessing as mp
 
 from common import outlock
-from common.errors import DataError
+from common.errors import DataError, UsageError
 from common.placement import launcher_placement
 from trainer import distributed
-from trainer.args import FlagError
 from trainer.checkpoint import CheckpointError
 from trainer.footprint import check_machine
 from trainer.preempt import EXIT_PREEMPTED, SIGNALS
@@ -28,7 +27,7 @@ from trainer.report import REPORT_FILE
 # Once a spawned process stopped on a signal, the others have this long to exit too (they stop at the same step).
 STOP_GRACE_S = 60
 # What a run can stop on that is the user's data or flags, not a bug: each has its exit_status (1 damaged, 2 wrong).
-RUN_ERRORS = (DataError, FlagError, CheckpointError)
+RUN_ERRORS = (DataError, UsageError, CheckpointError)
 
 
 def run(config, train):
@@ -39,7 +38,7 @@ def run(config, train):
     writes_output = (config.rank if config.rank is not None else launcher_placement().rank) == 0
     try:
         check_machine(config, say=print if writes_output else lambda line: None)
-    except FlagError as error:
+    except UsageError as error:
         _leave_on(error)
     with outlock.held(config.output_dir, f"--output-dir {config.output_dir}", refuse_as="trainer") \
             if writes_output else contextlib.nullcontext():

@@ -5,8 +5,8 @@ import warnings
 import torch
 import torchvision
 
+from common.errors import UsageError
 from pipeline import make_loader
-from trainer.args import FlagError
 
 
 def build_loaders(config, ctx):
@@ -36,11 +36,11 @@ def build_loaders(config, ctx):
 def _check_fits(config, ctx, train):
     share = train.samples // (ctx.world_size * config.accumulate)
     if not len(train):
-        raise FlagError(f"--batch-size {config.batch_size} leaves no training step: {config.data_path} has "
-                        f"{train.samples} train samples, {share} for each of {ctx.world_size} rank(s) x --accumulate "
-                        f"{config.accumulate}, so the largest batch that trains is {share}")
+        raise UsageError(f"--batch-size {config.batch_size} leaves no training step: {config.data_path} has "
+                         f"{train.samples} train samples, {share} for each of {ctx.world_size} rank(s) x --accumulate "
+                         f"{config.accumulate}, so the largest batch that trains is {share}")
     if config.num_classes is not None and config.num_classes < train.num_classes:
-        raise FlagError(f"--num_classes {config.num_classes} is below the dataset's {train.num_classes}")
+        raise UsageError(f"--num_classes {config.num_classes} is below the dataset's {train.num_classes}")
     steps = len(train) // config.accumulate
     if config.skip_steps >= steps:
         ctx.say(f"trainer: --skip_steps {config.skip_steps} covers all {steps} steps of an epoch: no step is "
@@ -52,9 +52,9 @@ def _check_batch_norm(config):
     when training", mid-step): refused before any data is read. The rule is the batch, whatever the crop size: where
     the maps are still larger than 1 x 1 such a step runs, but its statistics are one image's."""
     if config.batch_size == 1 and _has_batch_norm(config.model):
-        raise FlagError(f"a batch of 1 image per rank (--batch-size) cannot train --model {config.model}: its "
-                        "BatchNorm layers need more than one value per channel; the smallest batch per rank that "
-                        "trains it is 2")
+        raise UsageError(f"a batch of 1 image per rank (--batch-size) cannot train --model {config.model}: its "
+                         "BatchNorm layers need more than one value per channel; the smallest batch per rank that "
+                         "trains it is 2")
 
 
 def _has_batch_norm(name):

@@ -4,6 +4,8 @@ from functools import cache
 import torch
 import torchvision
 
+from common.errors import UsageError
+
 # Inception-style models return (logits, aux logits...) while training. Their auxiliary heads are trained as
 # their papers did (GoogLeNet: 0.3 per head; Inception v3: 0.4, the TF-slim recipe): every parameter then
 # gets a gradient, which DDP requires, and the heads do the regularising they exist for.
@@ -18,10 +20,10 @@ def classification_models():
 
 
 def check_train_crop(name, crop_size):
-    """Raise ValueError when `name` cannot train at `crop_size`."""
+    """Raise UsageError when `name` cannot train at `crop_size`."""
     least = MIN_TRAIN_CROP.get(name, 1)
     if crop_size < least:
-        raise ValueError(f"--model {name} trains at --crop-size {least} or more (its auxiliary head needs it), "
+        raise UsageError(f"--model {name} trains at --crop-size {least} or more (its auxiliary head needs it), "
                          f"got {crop_size}; torchvision's recipe uses --crop-size 299 --val-size 342")
 
 

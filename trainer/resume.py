@@ -4,8 +4,9 @@ batch), its weights loaded into the model and the training state and position it
 import dataclasses
 import os
 
+from common.errors import UsageError
 from trainer import checkpoint, weights
-from trainer.args import AUTO, FlagError, default
+from trainer.args import AUTO, default
 from trainer.loop import Position
 from trainer.optim import STEP_EPOCHS, lr_factor
 
@@ -13,7 +14,7 @@ from trainer.optim import STEP_EPOCHS, lr_factor
 def load(config, ctx):
     """(config, saved): the config with the kept settings of the checkpoint to resume from, and that checkpoint;
     (config, None) when there is none: --resume auto in a fresh --output-dir starts a fresh run, --evaluate-untrained
-    reads none. An evaluation without a checkpoint, or a --resume directory without one, is refused (FlagError)."""
+    reads none. An evaluation without a checkpoint, or a --resume directory without one, is refused (UsageError)."""
     if config.evaluate_untrained:
         return config, None
     config = _start_weights(config)
@@ -23,13 +24,13 @@ def load(config, ctx):
     where = config.output_dir if config.resume == AUTO else config.resume
     paths = checkpoint.candidates(where) if os.path.exists(where) else []
     if not paths and config.resume != AUTO:  # args.py checks it too; this is what the directory holds now
-        raise FlagError(f"--resume {where}: no checkpoint there (checkpoint-*.pth, checkpoint.pth)")
+        raise UsageError(f"--resume {where}: no checkpoint there (checkpoint-*.pth, checkpoint.pth)")
     path, saved = checkpoint.newest_readable(paths, ctx.say)
     if saved is None:
         if config.evaluate:
-            raise FlagError(f"--evaluate: no checkpoint in --output-dir {config.output_dir} (--resume auto) to "
-                            "evaluate; name one with --resume FILE|DIR, give --pretrained for torchvision's weights, "
-                            "or --evaluate-untrained to evaluate randomly initialised weights")
+            raise UsageError(f"--evaluate: no checkpoint in --output-dir {config.output_dir} (--resume auto) to "
+                             "evaluate; name one with --resume FILE|DIR, give --pretrained for torchvision's weights, "
+                             "or --evaluate-untrained to evaluate randomly initialised weights")
         if config.start_weights:
             ctx.say(f"trainer: training starts from the weights in {config.start_weights}, at epoch 0 with a fresh "
                     "optimizer and schedule")
@@ -82,9 +83,9 @@ def _val_sizes(config, settings, say):
         say(f"trainer: evaluation takes the checkpoint's {', '.join(f'{k}={v}' for k, v in taken.items())} "
             "(--val-crop-size / --val-size evaluate at others)")
     if config.val_size < config.val_crop_size:
-        raise FlagError(f"--evaluate: validation resize {config.val_size} (--val-size) is below its centre crop "
-                        f"{config.val_crop_size} (--val-crop-size); give both (the checkpoint has val_crop_size="
-                        f"{crop}, val_size={size})")
+        raise UsageError(f"--evaluate: validation resize {config.val_size} (--val-size) is below its centre crop "
+                         f"{config.val_crop_size} (--val-crop-size); give both (the checkpoint has val_crop_size="
+                         f"{crop}, val_size={size})")
     return config
 
 
@@ -110,9 +111,9 @@ def _global_batch(config, saved, ctx):
     """The config whose per-rank batch keeps the checkpoint's global batch on this run's ranks and --accumulate."""
     total, shares = saved["global_batch"], ctx.world_size * config.accumulate
     if total % shares:
-        raise FlagError(f"--resume {config.resume}: its global batch of {total} samples does not split over "
-                        f"{ctx.world_size} rank(s) x --accumulate {config.accumulate}; resume on a number of ranks "
-                        f"(times --accumulate) that divides {total}")
+        raise UsageError(f"--resume {config.resume}: its global batch of {total} samples does not split over "
+                         f"{ctx.world_size} rank(s) x --accumulate {config.accumulate}; resume on a number of ranks "
+                         f"(times --accumulate) that divides {total}")
     batch, before = total // shares, saved["args"]["batch_size"]
     if batch != before:
         ctx.say(f"trainer: resume keeps the global batch of {total}: --batch-size {batch} on {ctx.world_size} "

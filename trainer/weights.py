@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from common.errors import UsageError
 from trainer import checkpoint
 from trainer.checkpoint import CheckpointError
 
@@ -16,18 +17,18 @@ FETCH = "python -c \"import torchvision; torchvision.models.get_model_weights('{
 
 
 def published(model, num_classes):
-    """The torch cache's file of torchvision's default weights for `model`; ValueError naming what to do when there
+    """The torch cache's file of torchvision's default weights for `model`; UsageError naming what to do when there
     are none, they are not in the cache, or they classify another number of classes than --num_classes."""
     try:
         weights = torchvision.models.get_model_weights(model).DEFAULT
     except (ValueError, AttributeError):
-        raise ValueError(f"--pretrained: torchvision publishes no weights for --model {model}") from None
+        raise UsageError(f"--pretrained: torchvision publishes no weights for --model {model}") from None
     classes = len(weights.meta["categories"])
     if num_classes not in (None, classes):
-        raise ValueError(f"--pretrained: {weights} classify {classes} classes, not --num_classes {num_classes}")
+        raise UsageError(f"--pretrained: {weights} classify {classes} classes, not --num_classes {num_classes}")
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     if not path.is_file():
-        raise ValueError(f"--pretrained: {weights} are not in the torch cache ({path}) and this run downloads "
+        raise UsageError(f"--pretrained: {weights} are not in the torch cache ({path}) and this run downloads "
                          f"nothing; fetch them where there is network with `{FETCH.format(model=model)}` and copy "
                          f"the file there (or set TORCH_HOME)")
     return os.fspath(path)
