@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 
@@ -115,7 +116,7 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
         raise UsageError(f"pipeline: accumulate must be positive, got {accumulate}")
     if not timeout > 0:
         raise UsageError(f"pipeline: timeout must be a positive number of seconds, got {timeout!r}")
-    order = _check_order(data_path, name, order, window, cache_dir, cache_limit)
+    order = check_order(data_path, name, order, window, cache_dir, cache_limit)
     crop_scale = _check_range("crop_scale", crop_scale, most=1)
     crop_ratio = _check_range("crop_ratio", crop_ratio)
     options = _options(split=split, batch_size=batch_size, accumulate=accumulate, device=device, dtype=dtype,
@@ -138,27 +139,45 @@ def batches_ahead(name, *, workers=None, device=None):
     return importlib.import_module(backend(name).module).batches_ahead(options)
 
 
-def _check_order(data_path, name, order, window, cache_dir, cache_limit):
-    """The order `order` asks for (None: shard-window for a URL, else global); ValueError naming the keyword that
-    cannot be."""
+@dataclass(frozen=True)
+class Spelling:
+    """How a message names an option: make_loader's keyword (order='global'), or a command line's flag (--shuffle
+    global) where `flags` maps the keywords to the flags that set them."""
+    flags: dict | None = None
+
+    def name(self, keyword):
+        return self.flags[keyword] if self.flags else keyword
+
+    def given(self, keyword, value):
+        return f"{self.flags[keyword]} {value}" if self.flags else f"{keyword}={value!r}"
+
+
+KEYWORDS = Spelling()
+
+
+def check_order(data_path, name, order, window, cache_dir, cache_limit, spelling=KEYWORDS):
+    """The train order asked (`order` None: shard-window for a URL, else global) after the rules of the order and the
+    cache keywords (make_loader's); UsageError naming, as `spelling` spells it, the one that cannot be."""
+    say = spelling.given
     remote = data_path is not None and store.is_url(data_path)
     if order is not None and order not in ORDERS:
-        raise UsageError(f"pipeline: order must be one of {', '.join(ORDERS)}, got {order!r}")
+        raise UsageError(f"{spelling.name('order')} must be one of {', '.join(ORDERS)}, got {order!r}")
     for keyword, value, unit in (("window", window, "shards"), ("cache_limit", cache_limit, "bytes")):
         if value is not None and not (isinstance(value, numbers.Integral) and value >= 1):
-            raise UsageError(f"pipeline: {keyword} must be a positive number of {unit}, got {value!r}")
+            raise UsageError(f"{spelling.name(keyword)} must be a positive number of {unit}, got {value!r}")
     order = order or ("shard-window" if remote else "global")
     if window is not None and order != "shard-window":
-        raise UsageError(f"pipeline: window applies to order='shard-window', not {order!r}")
+        raise UsageError(f"{say('window', window)} applies to {say('order', 'shard-window')}, not "
+                         f"{say('order', order)}")
     if cache_dir is not None and not remote:
-        raise UsageError(f"pipeline: cache_dir applies to a URL; {data_path} is read where it is")
+        raise UsageError(f"{say('cache_dir', cache_dir)} applies to a URL; {data_path} is read where it is")
     if remote and backend(name).reads_data:  # a backend that reads no data reads no more than the manifest
         if order != "shard-window":
-            raise UsageError(f"pipeline: order={order!r} needs every shard at hand; a URL is read window by window "
-                             "through a bounded cache: order='shard-window'")
+            raise UsageError(f"{say('order', order)} needs every shard at hand; a URL is read window by window "
+                             f"through a bounded cache: {say('order', 'shard-window')}")
         if cache_limit is None:
-            raise UsageError(f"pipeline: cache_limit is required for {data_path}: the bytes of shards its "
-                             "node-local cache may hold")
+            raise UsageError(f"{spelling.name('cache_limit')} is required for {data_path}: the bytes of shards its "
+                             "node-local cache may hold (e.g. 20GB)")
     return order
 
 

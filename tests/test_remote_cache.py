@@ -109,9 +109,9 @@ def test_a_cache_too_small_for_what_the_ranks_read_at_once_is_refused(s3_window_
 @pytest.mark.parametrize("keywords, message", [
     (dict(order="random"), "order must be one of global, shard-window, got 'random'"),
     (dict(order="shard-window", window=0), "window must be a positive number of shards, got 0"),
-    (dict(window=2), "window applies to order='shard-window', not 'global'"),
+    (dict(window=2), "window=2 applies to order='shard-window', not order='global'"),
     (dict(cache_limit=-1), "cache_limit must be a positive number of bytes, got -1"),
-    (dict(cache_dir="/tmp/cache"), "cache_dir applies to a URL"),
+    (dict(cache_dir="/tmp/cache"), "cache_dir='/tmp/cache' applies to a URL"),
 ])
 def test_the_order_and_cache_keywords_are_checked_with_a_local_path(window_shards, keywords, message):
     with pytest.raises(ValueError, match=message):

@@ -81,6 +81,13 @@ BAD_FLAGS = [
     (["--dist-backend", "hccl"], ["--dist-backend"]),
     (["--dist-url", "http://x"], ["--dist-url"]),
     (["--model", "inception_v3"], ["--model inception_v3", "--crop-size 299"]),
+    # the order and cache rules are the pipeline's (pipeline.check_order), named as these flags
+    (["--loader", "cpu", "--data-path", "s3://bucket/shards"], ["--cache-limit is required for s3://bucket/shards"]),
+    (["--loader", "cpu", "--data-path", "s3://bucket/shards", "--cache-limit", "1GB", "--shuffle", "global"],
+     ["--shuffle global needs every shard at hand", "--shuffle shard-window"]),
+    (["--shuffle-window", "2"], ["--shuffle-window 2 applies to --shuffle shard-window, not --shuffle global"]),
+    (["--shuffle", "shard-window", "--shuffle-window", "0"], ["--shuffle-window must be a positive number of shards"]),
+    (["--cache-dir", "/tmp/cache"], ["--cache-dir /tmp/cache applies to a URL"]),
 ]
 
 

@@ -34,6 +34,9 @@ BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12
               "GIB": 2**30, "TIB": 2**40}
 AUTO = "auto"  # --resume's default
 SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
+# make_loader's keywords as this command line spells them, for the rules pipeline.check_order keeps
+DATA_FLAGS = pipeline.Spelling({"order": "--shuffle", "window": "--shuffle-window", "cache_dir": "--cache-dir",
+                                "cache_limit": "--cache-limit"})
 RAW = "ILSVRC2012"  # the folder of the downloaded archives, as the guides name it
 
 
@@ -504,16 +507,8 @@ def _data(args, device):
     remote = is_url(data_path)
     if reads_data and not remote:
         _check_prepared(Path(data_path))
-    if remote and reads_data and args.cache_limit is None:
-        raise UsageError(f"--data-path {data_path} is a URL: give --cache-limit, the bytes its node-local cache may "
-                         "hold (e.g. 20GB)")
-    if remote and args.shuffle == "global":
-        raise UsageError("--shuffle global needs every shard at hand; a URL is read window by window: "
-                         "--shuffle shard-window")
-    shuffle = args.shuffle or ("shard-window" if remote else "global")
-    if args.shuffle_window is not None and (args.shuffle_window < 1 or shuffle != "shard-window"):
-        raise UsageError(f"--shuffle-window {args.shuffle_window}: a positive number of shards, with --shuffle "
-                         "shard-window")
+    shuffle = pipeline.check_order(data_path, loader, args.shuffle, args.shuffle_window, args.cache_dir,
+                                   args.cache_limit, DATA_FLAGS)
     return {"data_path": data_path, "loader": loader, "shuffle": shuffle}
 
 
