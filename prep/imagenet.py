@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -38,6 +39,12 @@ LAYOUTS = ("shards", "folders", "both")
 INPUT_ERRORS = (SourceError, LabelError, ArchiveError)
 RUN_FILE = "run.json"  # in <out>/.prep: what the unfinished run was asked, so a resume cannot mix options
 RUN_RECORD = f"{SCRATCH}/{RUN_FILE}"
+UNFINISHED = f"an unfinished run ({RUN_RECORD})"
+# The options the output depends on, as the user types them -> their key in the manifest's "options" and in
+# RUN_RECORD (argparse's name for the flag's value): a rerun into an output made with others is refused.
+RECORDED = {flag: flag[2:].replace("-", "_") for flag in (
+    "--shard-size", "--seed", "--splits", "--layout", "--max-side", "--quality", "--full-decode",
+    "--max-member-bytes")}
 
 
 def parse_args(argv):
@@ -100,9 +107,7 @@ def default_stage(url):
 
 def run_options(args):
     """What the output depends on; stored in the manifest and compared on resume."""
-    return {"shard_size": args.shard_size, "seed": args.seed, "splits": args.splits, "layout": args.layout,
-            "max_side": args.max_side, "quality": args.quality, "full_decode": args.full_decode,
-            "max_member_bytes": args.max_member_bytes}
+    return {key: getattr(args, key) for key in RECORDED.values()}
 
 
 def main(argv=None):
@@ -185,7 +190,8 @@ def finish(args, out, kind, classes, listings, by_split, expected, started):
     result = manifest.build(kind, args.src, run_options(args), classes, by_split, scan_rejects, unsafe)
     rejects = scan_rejects + [r for records in by_split.values() for record in records for r in record.rejected]
     problems = report.count_problems(expected, result, rejects)
-    print(report.summary(expected, result, time.perf_counter() - started, problems))
+    folder_bytes = {split: sum(record.folder_bytes for record in records) for split, records in by_split.items()}
+    print(report.summary(expected, result, time.perf_counter() - started, problems, folder_bytes))
     if problems:  # no manifest: the output stays unfinished, so a rerun checks and fails again
         print(f"prep: the counts do not match the labels, so {args.out} gets no {MANIFEST}; "
               "fix the source and prep it into a new --out", file=sys.stderr)
@@ -292,11 +298,11 @@ def is_complete(out, asked, flag):
     result of this command. (parse_args has made sure it is a directory or can be made one.)"""
     scratch = out / SCRATCH
     if (out / MANIFEST).exists():
-        require_same_result(flag, out, lambda: read_manifest(out), asked)
+        require_same(flag, out, lambda: made_from(read_manifest(out)), asked, f"a {MANIFEST}")
         shutil.rmtree(scratch, ignore_errors=True)  # killed after the manifest was written
         return True
     if (scratch / RUN_FILE).exists():
-        require_same_run(flag, out, lambda: (scratch / RUN_FILE).read_text(), asked)
+        require_same(flag, out, lambda: run_record((scratch / RUN_FILE).read_text()), asked, UNFINISHED)
         print(f"prep: resuming the unfinished run in {out}", file=sys.stderr)
     elif out.exists() and any(p.name != SCRATCH for p in out.iterdir()):
         fail(f"{flag} {out} is not empty and holds no prep run; choose a new or empty directory")
@@ -308,48 +314,70 @@ def url_is_complete(url, asked):
     RUN_RECORD, what that run was asked."""
     there = remote.objects(url)
     if MANIFEST in there:
-        require_same_result("--out", url, lambda: json.loads(store.read_text(store.join(url, MANIFEST))), asked)
+        require_same("--out", url, lambda: made_from(json.loads(store.read_text(store.join(url, MANIFEST)))), asked,
+                     f"a {MANIFEST}")
         if RUN_RECORD in there:  # stopped after the manifest went up
             store.remove(store.join(url, RUN_RECORD))
         return True
     if RUN_RECORD in there:
-        require_same_run("--out", url, lambda: store.read_text(store.join(url, RUN_RECORD)), asked)
+        require_same("--out", url, lambda: run_record(store.read_text(store.join(url, RUN_RECORD))), asked,
+                     UNFINISHED)
         print(f"prep: resuming the unfinished upload to {url}", file=sys.stderr)
     elif there:
         fail(f"--out {url} is not empty and holds no prep run; choose a new or empty prefix")
     return False
 
 
-def require_same_result(flag, out, read, asked):
-    """Refuse unless the manifest `read()` returns was made from what this command asks."""
+def require_same(flag, out, read, asked, record):
+    """Refuse unless `read()` gives what this command asks, in the form of `asked`; `record` names what it read
+    (the manifest or the unfinished run's record) should it be unreadable."""
     try:
-        previous = made_from(read())
+        changed = differences(read(), asked)
     except (OSError, ValueError, KeyError, TypeError):
-        fail(f"{flag} {out} holds a {MANIFEST} prep cannot read; choose another {flag}")
-    if previous != asked:
-        fail(f"{flag} {out} holds shards made from other inputs or options; choose another {flag}")
+        fail(f"{flag} {out} holds {record} prep cannot read; choose another {flag}")
+    if changed:
+        was, now = (", ".join(spelled) for spelled in zip(*changed))
+        fail(f"{flag} {out} was written with {was}; this run asks {now} (use the same options to resume or complete "
+             f"it, or another {flag})")
 
 
-def require_same_run(flag, out, read, asked):
-    """Refuse unless the unfinished run whose record `read()` returns was asked what this command asks."""
-    try:
-        previous = json.loads(read())
-    except ValueError:
-        fail(f"{flag} {out} holds an unfinished run prep cannot read ({RUN_RECORD}); choose another {flag}")
-    if previous != asked:
-        fail(f"{flag} {out} holds an unfinished run of other inputs or options "
-             f"({json.dumps(previous, sort_keys=True)}); rerun that, or choose another {flag}")
+def differences(previous, asked):
+    """(as recorded, as asked) of each input and option where `previous` and `asked` differ, as typed."""
+    values = [("--src", previous["src"], asked["src"])]
+    values += [(flag, previous["options"][key], asked["options"][key]) for flag, key in RECORDED.items()]
+    return [(typed(flag, was), typed(flag, now)) for flag, was, now in values if was != now]
+
+
+def typed(flag, value):
+    """The option as the user types it; an option not given (None, False) as "no <flag>"."""
+    if value is None or value is False:
+        return f"no {flag}"
+    if value is True:
+        return flag
+    return f"{flag} {shlex.quote(','.join(value) if isinstance(value, list) else str(value))}"
 
 
 def made_from(found):
     """What a manifest was made from, in the form of `asked`."""
-    return {"src": found["source"]["path"], "options": found["options"]}
+    return as_asked(found["source"]["path"], found["options"])
+
+
+def run_record(text):
+    """What the unfinished run whose RUN_RECORD is `text` was asked, in the form of `asked`."""
+    return as_asked(**json.loads(text))
+
+
+def as_asked(src, options):
+    """TypeError for a record of another shape, such as one written by a prep that recorded other options."""
+    if not isinstance(src, str) or not isinstance(options, dict) or set(options) != set(RECORDED.values()):
+        raise TypeError("not what this prep records")
+    return {"src": src, "options": options}
 
 
 def holds_result_of(out, asked):
     """Whether the directory `out` holds the finished result of what this command asks."""
     try:
-        return made_from(read_manifest(out)) == asked
+        return not differences(made_from(read_manifest(out)), asked)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

@@ -21,13 +21,17 @@ def count_problems(expected, manifest, rejects):
     return problems
 
 
-def summary(expected, manifest, seconds, problems):
-    rows = [("split", "images", "expected", "rejected", "re-encoded", "shards", "MB")]
+def summary(expected, manifest, seconds, problems, folder_bytes):
+    """The table of what was written and the lists behind it; `folder_bytes` maps split -> bytes of the images
+    written into the folder layout."""
+    written, sizes = _written(manifest, folder_bytes)
+    rows = [("split", "images", "expected", "rejected", "re-encoded", written, "MB")]
     for split, entry in manifest["splits"].items():
         promised = expected[split]
+        count, size = sizes[split]
         rows.append((split, entry["samples"], sum(promised.values()) if promised is not None else "-",
                      _count(manifest["rejected"], split), _count(manifest["reencoded"], split),
-                     len(entry["shards"]), f"{sum(s['bytes'] for s in entry['shards']) / 1e6:.1f}"))
+                     count, f"{size / 1e6:.1f}"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).rjust(width) for cell, width in zip(row, widths)) for row in rows]
     images = sum(entry["samples"] for entry in manifest["splits"].values())
@@ -40,6 +44,15 @@ def summary(expected, manifest, seconds, problems):
     lines += _listing("count mismatches", problems, str)
     lines.append("counts match the labels" if not problems else "COUNTS DO NOT MATCH THE LABELS")
     return "\n".join(lines)
+
+
+def _written(manifest, folder_bytes):
+    """What the table counts as written, and per split (how many, bytes): the shards, or the class folders where
+    the layout writes no shards."""
+    if manifest["options"]["layout"] == "folders":
+        return "folders", {split: (len(manifest["classes"]), folder_bytes[split]) for split in manifest["splits"]}
+    return "shards", {split: (len(entry["shards"]), sum(shard["bytes"] for shard in entry["shards"]))
+                      for split, entry in manifest["splits"].items()}
 
 
 def _count(entries, split):

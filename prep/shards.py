@@ -56,6 +56,7 @@ class ShardRecord:
     split: str
     bytes: int | None = None  # None: no tar (--layout folders, or every image rejected)
     sha256: str | None = None
+    folder_bytes: int = 0  # of the images written into the folder layout
     kept: list = field(default_factory=list)  # Kept, in shard order
     reencoded: list = field(default_factory=list)  # Sample.entry
     rejected: list = field(default_factory=list)  # Sample.rejection
@@ -111,7 +112,7 @@ def write_shard(job, options):
     images = _stored_images(job, options, record)
     if options.layout == "folders":
         for item, data in images:
-            _write_file(out, item.sample, data)
+            record.folder_bytes += _write_file(out, item.sample, data)
     else:
         _write_tar(out, job, options, record, images)
     write_atomically(record_path(out, job.name), record.to_json())
@@ -126,7 +127,7 @@ def _write_tar(out, job, options, record, images):
             tar.add(f"{item.sample.key}.jpg", data)
             tar.add(f"{item.sample.key}.cls", str(item.label).encode())
             if options.layout == "both":
-                _write_file(out, item.sample, data)
+                record.folder_bytes += _write_file(out, item.sample, data)
         tar.close()
     if not record.kept:
         part.unlink()  # every image rejected: no shard at all rather than an empty one readers trip on
@@ -157,5 +158,7 @@ def _stored_images(job, options, record):
 
 
 def _write_file(out, sample, data):
-    """Folder layout: <out>/<split>/<wnid>/<key>.JPEG; key and wnid were validated as plain names."""
+    """Folder layout: <out>/<split>/<wnid>/<key>.JPEG; key and wnid were validated as plain names. Returns the
+    bytes written."""
     write_atomically(out / sample.split / sample.wnid / f"{sample.key}.JPEG", data)
+    return len(data)

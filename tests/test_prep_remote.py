@@ -176,7 +176,7 @@ def test_a_bucket_that_does_not_exist_is_one_line_and_nothing_is_written(tiny_sr
 
 @pytest.mark.parametrize("there, said", [
     ("notes.txt", "is not empty and holds no prep run"),
-    (".prep/run.json", "holds an unfinished run of other inputs or options"),
+    (".prep/run.json", "holds an unfinished run (.prep/run.json) prep cannot read"),
 ])
 def test_a_prefix_holding_something_else_is_refused(tiny_src, tmp_path, s3, bucket, capsys, there, said):
     src, _ = tiny_src()

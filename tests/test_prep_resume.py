@@ -52,23 +52,6 @@ def test_a_finished_output_is_left_alone(tiny_src, tmp_path, capsys):
     assert files(out) == before
 
 
-@pytest.mark.parametrize("stage, other", [("unfinished", ["--seed", "1"]), ("finished", ["--seed", "1"]),
-                                          ("finished", ["--max-member-bytes", "5000"])])
-def test_other_options_on_an_existing_output_are_refused(tiny_src, tmp_path, capsys, stage, other, start_module):
-    src, _ = tiny_src()
-    out = tmp_path / "out"
-    if stage == "unfinished":
-        kill_after_first_shard(start_module, prep_args(src, out))
-    else:
-        assert main(prep_args(src, out)) == 0
-    before = files(out)
-    with pytest.raises(SystemExit) as stop:
-        main(prep_args(src, out, *other))
-    assert stop.value.code == 2
-    assert "other inputs or options" in capsys.readouterr().err
-    assert files(out) == before
-
-
 def test_a_foreign_nonempty_out_is_refused(tiny_src, tmp_path, capsys):
     src, _ = tiny_src()
     (tmp_path / "out").mkdir()
