@@ -271,8 +271,9 @@ def check(named, out):
     found = json.loads(out.read_text(MANIFEST))
     counts = ", ".join(f"{split} {entry['samples']}" for split, entry in found["splits"].items())
     shards = sum(len(entry["shards"]) for entry in found["splits"].values())
-    checked = "sha256, counts and indexes" if shards else "counts and folder lists"
-    print(f"verify: {named} ok: {shards} shards, {counts} images; {checked} match")
+    held = f"{shards} shards, {counts} images; sha256, counts and indexes" if shards else \
+        f"the folder layout, {counts} images; counts and folder lists"
+    print(f"verify: {named} ok: {held} match")
     return 0
 
 

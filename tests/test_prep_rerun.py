@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from prep import verify
 from prep.imagenet import RECORDED, main
 from prep.sample import write_sample
 
@@ -112,3 +113,6 @@ def test_a_folders_only_summary_counts_folders_not_shards(src, tmp_path, capsys)
         images = [path for path in (out / split).rglob("*") if path.is_file()]
         assert int(folders) == len(list((out / split).iterdir())) == 2
         assert megabytes == f"{sum(path.stat().st_size for path in images) / 1e6:.1f}" != "0.0"
+    assert verify.main([str(out)]) == 0
+    verdict = capsys.readouterr().out.strip()
+    assert verdict.startswith(f"verify: {out} ok: the folder layout, train ") and "shard" not in verdict
