@@ -65,6 +65,33 @@ def out_of_range(value, least=None, most=None):
     return f"must be {bounds}, not {value}"
 
 
+def number(least=None, most=None, *, above=None, below=None):
+    """A flag type: a finite float within the bounds given (least/most inclusive, above/below exclusive)."""
+    def parse(text):
+        value = float(text)
+        if not math.isfinite(value) or any(bad for bad in (least is not None and value < least,
+                                                           most is not None and value > most,
+                                                           above is not None and value <= above,
+                                                           below is not None and value >= below)):
+            low = f"[{least:g}" if least is not None else f"({above:g}" if above is not None else "(-inf"
+            high = f"{most:g}]" if most is not None else f"{below:g})" if below is not None else "inf)"
+            raise argparse.ArgumentTypeError(f"must be a number in {low}, {high}, not {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def count_or_all(text):
+    """A flag type: a positive count, or -1 for all of them."""
+    value = int(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"must be a positive count or -1 (all), not {value}")
+    return value
+
+
+count_or_all.__name__ = "int"
+
+
 def positive_number(text):
     """A flag type: a finite float above 0."""
     value = float(text)

@@ -116,9 +116,12 @@ def make_loader(data_path, split, name, batch_size, *, device=None, dtype=torch.
         raise UsageError(f"pipeline: accumulate must be positive, got {accumulate}")
     if not timeout > 0:
         raise UsageError(f"pipeline: timeout must be a positive number of seconds, got {timeout!r}")
-    order = check_order(data_path, name, order, window, cache_dir, cache_limit)
-    crop_scale = _check_range("crop_scale", crop_scale, most=1)
-    crop_ratio = _check_range("crop_ratio", crop_ratio)
+    try:
+        order = check_order(data_path, name, order, window, cache_dir, cache_limit)
+        crop_scale = check_pair("crop_scale", crop_scale, most=1)
+        crop_ratio = check_pair("crop_ratio", crop_ratio)
+    except UsageError as error:
+        raise UsageError(f"pipeline: {error}") from None
     options = _options(split=split, batch_size=batch_size, accumulate=accumulate, device=device, dtype=dtype,
                        channels_last=channels_last, crop_size=crop_size, val_size=val_size, workers=workers, seed=seed,
                        strict=strict, max_steps=max_steps, num_classes=num_classes, gpu_decode=row.gpu_decode,
@@ -181,15 +184,16 @@ def check_order(data_path, name, order, window, cache_dir, cache_limit, spelling
     return order
 
 
-def _check_range(keyword, value, most=math.inf):
-    """`value` as a (min, max) pair of floats with 0 < min <= max <= `most`; ValueError naming `keyword` else."""
+def check_pair(keyword, value, most=math.inf, spelling=KEYWORDS):
+    """`value` as a (min, max) pair of floats with 0 < min <= max <= `most`; UsageError naming `keyword` (as
+    `spelling` spells it) else."""
     try:
         low, high = (float(bound) for bound in value)
     except (TypeError, ValueError):
         low = high = math.nan  # not a pair of numbers: fails the check below
     if not 0 < low <= high <= most:
         bounds = "0 < min <= max" + ("" if most == math.inf else f" <= {most:g}")
-        raise UsageError(f"pipeline: {keyword} must be a (min, max) pair with {bounds}, got {value!r}")
+        raise UsageError(f"{spelling.name(keyword)} must be a (min, max) pair with {bounds}, got {value!r}")
     return low, high
 
 

@@ -86,7 +86,7 @@ BAD_FLAGS = [
     (["--loader", "cpu", "--data-path", "s3://bucket/shards", "--cache-limit", "1GB", "--shuffle", "global"],
      ["--shuffle global needs every shard at hand", "--shuffle shard-window"]),
     (["--shuffle-window", "2"], ["--shuffle-window 2 applies to --shuffle shard-window, not --shuffle global"]),
-    (["--shuffle", "shard-window", "--shuffle-window", "0"], ["--shuffle-window must be a positive number of shards"]),
+    (["--shuffle", "shard-window", "--shuffle-window", "0"], ["--shuffle-window", "must be at least 1, not 0"]),
     (["--cache-dir", "/tmp/cache"], ["--cache-dir /tmp/cache applies to a URL"]),
 ]
 
@@ -107,3 +107,26 @@ def test_command_line_error_has_no_traceback():
     assert result.returncode == 2
     assert result.stderr.startswith("trainer: unknown --model 'nope'; choose from: ")
     assert "vgg16" in result.stderr and "Traceback" not in result.stderr
+
+
+def numeric_flags():
+    """Every flag whose type checks a number's range as argparse reads it (common.cli's types)."""
+    from trainer.args import build_parser
+
+    return [action.option_strings[0] for action in build_parser()._actions
+            if getattr(action.type, "__name__", None) in ("int", "number") and action.type is not int]
+
+
+@pytest.mark.parametrize("flag", numeric_flags())
+@pytest.mark.parametrize("value", ["-5", "nan", "many"])
+def test_every_numeric_flag_refuses_what_is_out_of_its_range_as_it_is_read(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--device", "cpu", "--loader", "synthetic", flag, value])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"trainer: argument {flag}") and error.count("\n") == 1
+
+
+def test_the_numeric_flags_are_the_ones_with_ranges():
+    assert {"--batch-size", "--epochs", "--lr", "--momentum", "--ema", "--seed", "--data-timeout",
+            "--training_step_per_epoch", "--world-size", "--rank", "--gpu"} <= set(numeric_flags())

@@ -10,7 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 import pipeline
-from common.cli import Parser, output_problem
+from common.cli import Parser, count_or_all, integer, number, output_problem, positive_number
 from common.errors import UsageError
 from common.layout import LISTS, has_manifest
 from common.store import is_url
@@ -34,7 +34,8 @@ AUTO = "auto"  # --resume's default
 SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
 # make_loader's keywords as this command line spells them, for the rules pipeline.check_order keeps
 DATA_FLAGS = pipeline.Spelling({"order": "--shuffle", "window": "--shuffle-window", "cache_dir": "--cache-dir",
-                                "cache_limit": "--cache-limit"})
+                                "cache_limit": "--cache-limit", "crop_scale": "--crop-scale",
+                                "crop_ratio": "--crop-ratio"})
 RAW = "ILSVRC2012"  # the folder of the downloaded archives, as the guides name it
 
 
@@ -54,7 +55,7 @@ def build_parser():
                           "~/.cache/imagenet-feed)")
     run.add_argument("--cache-limit", "--cache_limit", type=_bytes, metavar="SIZE",
                      help="most bytes the cache holds, e.g. 20GB (needed with a URL)")
-    run.add_argument("--data-timeout", "--data_timeout", type=float, default=pipeline.DATA_TIMEOUT_S,
+    run.add_argument("--data-timeout", "--data_timeout", type=positive_number, default=pipeline.DATA_TIMEOUT_S,
                      metavar="SECONDS",
                      help="longest wait for data (a shard's download, room in the cache, a loader worker's batch, "
                           "another rank); past it every rank stops with one line saying what it waited for "
@@ -63,38 +64,39 @@ def build_parser():
                      help="global: one permutation of the split per epoch (default for local data); shard-window: "
                           "shards permuted, samples shuffled within windows of --shuffle-window shards, so a "
                           "bounded cache suffices (default, and the only choice, for a URL)")
-    run.add_argument("--shuffle-window", "--shuffle_window", type=int, metavar="SHARDS",
+    run.add_argument("--shuffle-window", "--shuffle_window", type=integer(1), metavar="SHARDS",
                      help="shards per shuffle window (default: what --cache-limit holds three times over)")
     run.add_argument("--output-dir", "--output_dir", default="runs",
                      help="report.json, logs, checkpoints (default: runs)")
     run.add_argument("--model", "--arch", "-a", default="resnet50", help="torchvision classification model name")
-    run.add_argument("--num_classes", "--num-classes", type=int, help="default: the dataset's class count")
+    run.add_argument("--num_classes", "--num-classes", type=integer(1), help="default: the dataset's class count")
     run.add_argument("--pretrained", action="store_true",
                      help="start from torchvision's default weights for --model (read from the torch cache, "
                           "$TORCH_HOME/hub/checkpoints; nothing is downloaded), or evaluate them with --evaluate")
     run.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
-    run.add_argument("--batch-size", "--batch_size", "-b", type=int, default=256,
+    run.add_argument("--batch-size", "--batch_size", "-b", type=integer(1), default=256,
                      help="per process; with --multiprocessing-distributed per node, divided among its processes "
                           "(default: 256)")
-    run.add_argument("--epochs", type=int, default=90)
-    run.add_argument("--training_step_per_epoch", "--training-step-per-epoch", type=int, default=-1,
+    run.add_argument("--epochs", type=integer(1), default=90)
+    run.add_argument("--training_step_per_epoch", "--training-step-per-epoch", type=count_or_all, default=-1,
                      help="-1: the whole epoch")
-    run.add_argument("--eval_step_per_epoch", "--eval-step-per-epoch", type=int, default=-1,
+    run.add_argument("--eval_step_per_epoch", "--eval-step-per-epoch", type=count_or_all, default=-1,
                      help="-1: the whole validation set")
-    run.add_argument("--workers", "-j", type=int,
+    run.add_argument("--workers", "-j", type=integer(1),
                      help="loader workers per process, at most the cores it may use; with "
                           "--multiprocessing-distributed per node, divided among its processes (default: the cores "
                           "shared by the processes of this node)")
-    run.add_argument("--print-freq", "--print_freq", "-p", type=int, default=10, help="steps per log line")
-    run.add_argument("--skip_steps", "--skip-steps", type=int, default=10,
+    run.add_argument("--print-freq", "--print_freq", "-p", type=integer(1), default=10, help="steps per log line")
+    run.add_argument("--skip_steps", "--skip-steps", type=integer(0), default=10,
                      help="first steps of each epoch left out of the FPS (default: 10)")
     run.add_argument("--loader", choices=pipeline.BACKENDS,
                      help=f"default: the first of {', '.join(b.name for b in pipeline.BACKEND_TABLE if b.default)} "
                           f"that can run here (a GPU, DALI); {pipeline.CEILING} needs no data")
-    run.add_argument("--crop-size", "--crop_size", "--max-res", "--max_res", type=int, default=224,
+    run.add_argument("--crop-size", "--crop_size", "--max-res", "--max_res", type=integer(1), default=224,
                      help="training crop (with --min-res, the largest of the ramp) (default: 224)")
-    run.add_argument("--val-size", "--val_size", type=int, default=256, help="validation resize before the centre crop")
-    run.add_argument("--val-crop-size", "--val_crop_size", "--val-res", type=int,
+    run.add_argument("--val-size", "--val_size", type=integer(1), default=256,
+                     help="validation resize before the centre crop")
+    run.add_argument("--val-crop-size", "--val_crop_size", "--val-res", type=integer(1),
                      help="validation centre crop, independent of the training crop: test-time resolution (FFCV "
                           "trains at 192 and validates at 256) (default: --crop-size)")
 
@@ -102,42 +104,44 @@ def build_parser():
     recipe.add_argument("--recipe", metavar="NAME|list",
                         help="set the flags of a published recipe (each still overridable); list: print them with "
                              "their source and result")
-    recipe.add_argument("--lr", "--learning-rate", type=float, help="default: --lr-per-256 x global batch / 256")
-    recipe.add_argument("--lr-per-256", "--lr_per_256", type=float, default=0.1,
+    recipe.add_argument("--lr", "--learning-rate", type=positive_number,
+                        help="default: --lr-per-256 x global batch / 256")
+    recipe.add_argument("--lr-per-256", "--lr_per_256", type=positive_number, default=0.1,
                         help="the learning rate per 256 images of global batch when --lr is not given (default: 0.1)")
     recipe.add_argument("--lr-schedule", "--lr_schedule", choices=SCHEDULES, default="step",
                         help="step: x0.1 every 30 epochs (default)")
-    recipe.add_argument("--warmup-epochs", "--warmup_epochs", "--warmup", type=float, default=0.0,
+    recipe.add_argument("--warmup-epochs", "--warmup_epochs", "--warmup", type=number(least=0), default=0.0,
                         help="linear warmup, per step")
-    recipe.add_argument("--momentum", type=float, default=0.9)
-    recipe.add_argument("--weight-decay", "--weight_decay", "--wd", type=float, default=1e-4)
+    recipe.add_argument("--momentum", type=number(least=0, below=1), default=0.9)
+    recipe.add_argument("--weight-decay", "--weight_decay", "--wd", type=number(least=0), default=1e-4)
     recipe.add_argument("--nesterov", action="store_true")
     recipe.add_argument("--no-bn-weight-decay", "--no_bn_weight_decay", action="store_true",
                         help="no weight decay on normalisation layers")
-    recipe.add_argument("--label-smoothing", "--label_smoothing", type=float, default=0.0)
+    recipe.add_argument("--label-smoothing", "--label_smoothing", type=number(least=0, below=1), default=0.0)
     recipe.add_argument("--crop-scale", "--crop_scale", type=float, nargs=2, default=crops.SCALE,
                         metavar=("MIN", "MAX"), help="RandomResizedCrop's share of the image area (default: 0.08 1)")
     recipe.add_argument("--crop-ratio", "--crop_ratio", type=float, nargs=2, default=crops.RATIO,
                         metavar=("MIN", "MAX"), help="RandomResizedCrop's aspect ratios (default: 3/4 4/3)")
-    recipe.add_argument("--min-res", "--min_res", type=int,
+    recipe.add_argument("--min-res", "--min_res", type=integer(1),
                         help="progressive resizing: train at this resolution up to --start-ramp, then grow it "
                              "linearly to --crop-size at --end-ramp, rounded to --res-multiple (default: off)")
-    recipe.add_argument("--start-ramp", "--start_ramp", type=int, metavar="EPOCH",
+    recipe.add_argument("--start-ramp", "--start_ramp", type=integer(0), metavar="EPOCH",
                         help="the last epoch at --min-res (counted from 0)")
-    recipe.add_argument("--end-ramp", "--end_ramp", type=int, metavar="EPOCH",
+    recipe.add_argument("--end-ramp", "--end_ramp", type=integer(0), metavar="EPOCH",
                         help="the first epoch at --crop-size")
-    recipe.add_argument("--res-multiple", "--res_multiple", type=int, default=32,
+    recipe.add_argument("--res-multiple", "--res_multiple", type=integer(1), default=32,
                         help="resolutions on the ramp are multiples of this (default: 32, tensor-core friendly)")
-    recipe.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+    recipe.add_argument("--mixup", type=number(least=0), default=0.0, metavar="ALPHA",
                         help="mixup with weights from Beta(ALPHA, ALPHA), on the device, with a soft-target loss "
                              "(0: off)")
-    recipe.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="CutMix likewise (0: off)")
-    recipe.add_argument("--switch-prob", "--switch_prob", type=float, default=0.5,
+    recipe.add_argument("--cutmix", type=number(least=0), default=0.0, metavar="ALPHA",
+                        help="CutMix likewise (0: off)")
+    recipe.add_argument("--switch-prob", "--switch_prob", type=number(least=0, most=1), default=0.5,
                         help="with both --mixup and --cutmix, the share of batches CutMix gets (default 0.5)")
-    recipe.add_argument("--ema", type=float, metavar="DECAY",
+    recipe.add_argument("--ema", type=number(above=0, below=1), metavar="DECAY",
                         help="also keep an exponential moving average of the weights (decay per step, e.g. 0.9999), "
                              "evaluated and checkpointed beside them")
-    recipe.add_argument("--ema-every", "--ema_every", type=int, default=1, metavar="K",
+    recipe.add_argument("--ema-every", "--ema_every", type=integer(1), default=1, metavar="K",
                         help="update the average every K steps (with decay**K; default 1)")
     recipe.add_argument("--amp", nargs="?", const="fp16", choices=tuple(AMP_DTYPES),
                         help="autocast dtype; a bare --amp means fp16 (with a GradScaler) (default: off)")
@@ -149,7 +153,7 @@ def build_parser():
                         help="fp16 loss scale: a number for a static scale, or dynamic (default: dynamic)")
     recipe.add_argument("--channels-last", "--channels_last", action="store_true")
     recipe.add_argument("--compile", action="store_true", help="torch.compile the model")
-    recipe.add_argument("--seed", type=int, default=0)
+    recipe.add_argument("--seed", type=integer(0), default=0)
 
     control = p.add_argument_group("control")
     control.add_argument("--resume", default=AUTO,
@@ -162,23 +166,23 @@ def build_parser():
     control.add_argument("--checkpoint-every", "--checkpoint_every", type=_every, metavar="STEPS|Ns|Nm|Nh",
                          help="also checkpoint mid-epoch: every STEPS optimizer steps, or every N seconds, minutes or "
                               "hours (default: at the end of each epoch only)")
-    control.add_argument("--keep-checkpoints", "--keep_checkpoints", type=int, default=3,
+    control.add_argument("--keep-checkpoints", "--keep_checkpoints", type=integer(1), default=3,
                          help="numbered checkpoints kept, newest first; model_best.pth besides (default: 3)")
-    control.add_argument("--accumulate", type=int, default=1,
+    control.add_argument("--accumulate", type=integer(1), default=1,
                          help="micro-batches of --batch-size per optimizer step (gradient accumulation): the global "
                               "batch is batch x world size x accumulate")
     control.add_argument("--log-samples", "--log_samples", action="store_true",
                          help="write the sample numbers each rank trains on, per step, to samples-rank<R>.jsonl")
-    control.add_argument("--start-epoch", "--start_epoch", type=int, help="start the schedule at this epoch")
+    control.add_argument("--start-epoch", "--start_epoch", type=integer(0), help="start the schedule at this epoch")
     control.add_argument("--evaluate", "-e", action="store_true",
                          help="evaluate only the weights of --resume (auto: the newest checkpoint in --output-dir; "
                               "none is refused), at the checkpoint's --val-crop-size and --val-size unless given")
     control.add_argument("--evaluate-untrained", "--evaluate_untrained", action="store_true",
                          help="evaluate randomly initialised weights (a chance-level baseline): --evaluate without "
                               "any checkpoint")
-    control.add_argument("--eval-freq", "--eval_freq", type=int, default=1,
+    control.add_argument("--eval-freq", "--eval_freq", type=integer(1), default=1,
                          help="evaluate every N epochs and at the end")
-    control.add_argument("--stop-step-num", "--stop_step_num", "--steps", type=int,
+    control.add_argument("--stop-step-num", "--stop_step_num", "--steps", type=integer(1),
                          help="stop (with a checkpoint) once the global step reaches N; --resume goes on from there")
     control.add_argument("--check-syncs", "--check_syncs", action="store_true",
                          help="raise at a host synchronisation inside any training step past each epoch's "
@@ -191,10 +195,10 @@ def build_parser():
                        help="spawn one process per device of this node (--device-list): world size = devices per "
                             "node x nodes (--world-size), rank = node rank (--rank) x devices per node + local index; "
                             "--batch-size and --workers are then per node, divided among its processes")
-    group.add_argument("--world-size", "--world_size", type=int, default=-1,
+    group.add_argument("--world-size", "--world_size", type=integer(1), default=-1,
                        help="with --multiprocessing-distributed the number of nodes, else the number of processes "
                             "(default: 1 node, or the launcher's WORLD_SIZE)")
-    group.add_argument("--rank", type=int, default=-1,
+    group.add_argument("--rank", type=integer(-1), default=-1,
                        help="with --multiprocessing-distributed this node's rank, else this process's rank "
                             "(default: node 0, or the launcher's RANK)")
     group.add_argument("--dist-url", "--dist_url", type=_dist_url,
@@ -204,7 +208,7 @@ def build_parser():
                                       "(MASTER_PORT default 29500)")
     group.add_argument("--dist-backend", "--dist_backend", type=_backend,
                        help="nccl or gloo (default: nccl on CUDA, gloo on CPU)")
-    group.add_argument("--gpu", type=int, help="use this one GPU: the same as --device cuda:N")
+    group.add_argument("--gpu", type=integer(0), help="use this one GPU: the same as --device cuda:N")
     group.add_argument("--device-list", "--device_list", type=_device_list,
                        help="devices to spawn onto with --multiprocessing-distributed, e.g. 0,1,2,3 (default: every "
                             "visible GPU); on --device cpu the number of CPU processes")
@@ -307,59 +311,17 @@ def _check_values(args):
         raise UsageError(f"unknown --model {args.model!r}; choose from: {', '.join(models)}")
     if not (args.evaluate or args.evaluate_untrained):
         check_train_crop(args.model, args.crop_size if args.min_res is None else min(args.min_res, args.crop_size))
-    positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--print-freq": args.print_freq,
-                "--eval-freq": args.eval_freq, "--crop-size": args.crop_size, "--val-size": args.val_size,
-                "--keep-checkpoints": args.keep_checkpoints, "--accumulate": args.accumulate,
-                "--res-multiple": args.res_multiple}
-    optional = {"--num_classes": args.num_classes, "--stop-step-num": args.stop_step_num, "--workers": args.workers,
-                "--world-size": None if args.world_size == -1 else args.world_size, "--min-res": args.min_res,
-                "--val-crop-size": args.val_crop_size}
-    positive.update((flag, value) for flag, value in optional.items() if value is not None)
-    for flag, value in positive.items():
-        if value < 1:
-            raise UsageError(f"{flag} must be positive, got {value}")
-    for flag, value in (("--training_step_per_epoch", args.training_step_per_epoch),
-                        ("--eval_step_per_epoch", args.eval_step_per_epoch)):
-        if value == 0 or value < -1:
-            raise UsageError(f"{flag} must be positive or -1 (whole epoch), got {value}")
-    if args.rank < -1:
-        raise UsageError(f"--rank must not be negative, got {args.rank}")
-    ranges = (("--skip_steps", args.skip_steps, args.skip_steps >= 0, "at least 0"),
-              ("--warmup-epochs", args.warmup_epochs, args.warmup_epochs >= 0, "at least 0"),
-              ("--start-epoch", args.start_epoch, args.start_epoch is None or args.start_epoch >= 0, "at least 0"),
-              ("--gpu", args.gpu, args.gpu is None or args.gpu >= 0, "at least 0"),
-              ("--lr", args.lr, args.lr is None or args.lr > 0, "positive"),
-              ("--data-timeout", args.data_timeout, args.data_timeout > 0, "positive"),
-              ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
-              ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "at least 0"),
-              ("--label-smoothing", args.label_smoothing, 0 <= args.label_smoothing < 1, "in [0, 1)"),
-              ("--mixup", args.mixup, args.mixup >= 0, "at least 0"),
-              ("--cutmix", args.cutmix, args.cutmix >= 0, "at least 0"),
-              ("--switch-prob", args.switch_prob, 0 <= args.switch_prob <= 1, "in [0, 1]"),
-              ("--ema", args.ema, args.ema is None or 0 < args.ema < 1, "in (0, 1)"),
-              ("--ema-every", args.ema_every, args.ema_every >= 1, "at least 1"),
-              ("--seed", args.seed, args.seed >= 0, "at least 0"))
-    for flag, value, valid, expected in ranges:
-        if not valid:  # (a NaN is valid nowhere)
-            raise UsageError(f"{flag} must be {expected}, got {value}")
     val_crop = args.val_crop_size or args.crop_size
     if args.val_size < val_crop:
         raise UsageError(f"--val-size {args.val_size} is below the validation crop {val_crop} (--val-crop-size, else "
                          "--crop-size): validation resizes the shorter side to --val-size, then takes that centre "
                          "crop of it")
-    _check_crop_box(args)
+    for keyword, most in (("crop_scale", 1), ("crop_ratio", math.inf)):
+        pipeline.check_pair(keyword, getattr(args, keyword), most, DATA_FLAGS)
     _check_ramp(args)
     problem = output_problem(args.output_dir)
     if problem:
         raise UsageError(f"--output-dir {args.output_dir} {problem}")
-
-
-def _check_crop_box(args):
-    (scale_min, scale_max), (ratio_min, ratio_max) = args.crop_scale, args.crop_ratio
-    if not 0 < scale_min <= scale_max <= 1:
-        raise UsageError(f"--crop-scale {scale_min:g} {scale_max:g}: expected 0 < MIN <= MAX <= 1")
-    if not 0 < ratio_min <= ratio_max < math.inf:
-        raise UsageError(f"--crop-ratio {ratio_min:g} {ratio_max:g}: expected 0 < MIN <= MAX")
 
 
 def _check_ramp(args):
