@@ -386,7 +386,7 @@ def _read_epoch(loader, row, rank, epoch, local, dist):
         problems.append(f"window {loader.window}, the limit gives {window}")
     windows = sampling.ShardWindows(local["shard_samples"], loader.window or shards)
     every = sampling.micro_batches(samples, row.batch, world=row.world, seed=row.loader_seed, epoch=epoch,
-                                   accumulate=row.accumulate, windows=windows)
+                                   accumulate=row.accumulate, shard_order=windows)
     want = local["colour"][every[:, rank].ravel()].tolist()
     if ids != want:
         at = next((k for k, (got, wanted) in enumerate(zip(ids, want)) if got != wanted), min(len(ids), len(want)))

@@ -82,7 +82,7 @@ class CpuLoader:
         self.ahead = batches_ahead(options)
         self.skipped = 0
         self.window = source.window
-        self.windows = source.options.windows
+        self.shard_order = source.options.shard_order
         self.cache = source.cache
         self._source = source
         self._options = options

@@ -40,7 +40,7 @@ class Loader(Protocol):
     skipped: int      # corrupt samples skipped so far (0 where the backend cannot skip: it raises instead)
     ahead: int        # batches it may have prepared before the first is asked for (queues, prefetch)
     window: int | None  # shards per window of a shard-window train order (a resume passes it again); else None
-    windows: object     # that order as pipeline.sampling.ShardWindows (what sampling's functions take); else None
+    shard_order: object  # that order as pipeline.sampling.ShardWindows (what sampling's functions take); else None
     cache: object       # the ShardCache a URL's shards are read through; None for a local path
 
     def __len__(self) -> int: ...                          # this rank's batches in the next pass

@@ -37,10 +37,10 @@ class ShardWindows:
         return np.concatenate([rng.permutation(members) for members in windows])
 
 
-def epoch_order(samples, *, seed, epoch, windows=None):
-    """The permutation of `epoch`: global, or shard-window when `windows` (a ShardWindows) is given."""
+def epoch_order(samples, *, seed, epoch, shard_order=None):
+    """The permutation of `epoch`: global, or shard-window when `shard_order` (a ShardWindows) is given."""
     rng = np.random.default_rng([seed, epoch])
-    return rng.permutation(samples) if windows is None else windows.permutation(rng)
+    return rng.permutation(samples) if shard_order is None else shard_order.permutation(rng)
 
 
 def rank_share(samples, *, rank, world):
@@ -52,16 +52,16 @@ def train_steps(samples, batch_size, world, *, accumulate=1, start=0):
     return (samples - start) // (batch_size * world * accumulate) * accumulate
 
 
-def train_batches(samples, batch_size, *, rank, world, seed, epoch, accumulate=1, start=0, windows=None):
+def train_batches(samples, batch_size, *, rank, world, seed, epoch, accumulate=1, start=0, shard_order=None):
     """[steps, batch_size] sample numbers for this rank in the train pass of `epoch` from `start`."""
     return micro_batches(samples, batch_size, world=world, seed=seed, epoch=epoch, accumulate=accumulate,
-                         start=start, windows=windows)[:, rank]
+                         start=start, shard_order=shard_order)[:, rank]
 
 
-def micro_batches(samples, batch_size, *, world, seed, epoch, accumulate=1, start=0, windows=None):
+def micro_batches(samples, batch_size, *, world, seed, epoch, accumulate=1, start=0, shard_order=None):
     """[steps, world, batch_size]: every rank's sample numbers in the train pass of `epoch` from `start`."""
     steps = train_steps(samples, batch_size, world, accumulate=accumulate, start=start)
-    order = epoch_order(samples, seed=seed, epoch=epoch, windows=windows)
+    order = epoch_order(samples, seed=seed, epoch=epoch, shard_order=shard_order)
     consumed = order[start:start + steps * batch_size * world]
     return consumed.reshape(steps, world, batch_size)
 
@@ -96,7 +96,7 @@ def ranks_batches(samples, options, epoch, start=0, *, ranks):
     o = options
     if o.train:
         every_rank = micro_batches(samples, o.batch_size, world=o.world, seed=o.seed, epoch=epoch,
-                                   accumulate=o.accumulate, start=start, windows=o.windows)[:o.max_steps]
+                                   accumulate=o.accumulate, start=start, shard_order=o.shard_order)[:o.max_steps]
         return [every_rank[:, rank] for rank in ranks]
     return [val_batches(samples, o.batch_size, rank=rank, world=o.world)[:o.max_steps] for rank in ranks]
 

@@ -130,7 +130,7 @@ def _open_remote(url, split_name, cache):
 
 
 def _resolve_order(split, options):
-    """(options with `windows` set, the window in shards): shard-window's W is as asked, else what the cache limit
+    """(options with `shard_order` set, the window in shards): shard-window's W is as asked, else what the cache limit
     holds three times over (the window being read, the next one arriving, the one a slower local rank may still
     read), else all shards; validation keeps its stored order."""
     if options.order == "global" or not options.train:
@@ -141,7 +141,7 @@ def _resolve_order(split, options):
     window = options.window or (_window_for(options.cache_limit, shards) if options.cache_limit else len(shards))
     window = min(window, len(shards))
     windows = sampling.ShardWindows(tuple(shard.samples for shard in shards), window)
-    return replace(options, windows=windows), window
+    return replace(options, shard_order=windows), window
 
 
 def _window_for(limit, shards):
@@ -154,7 +154,8 @@ def _check_fits(split, options, limit, held):
     steps = options.accumulate + 1 + held
     if options.train:
         reading = steps * options.batch_size * options.world  # consecutive samples of the order
-        need, least = _train_need(split.shards, options.windows, reading), _least_limit(split.shards, options, reading)
+        need = _train_need(split.shards, options.shard_order, reading)
+        least = _least_limit(split.shards, options, reading)
     else:
         node = node_steps(sampling.ranks_batches(len(split.table), options, 0, ranks=options.node_ranks),
                           split.table.tar_id)
@@ -178,10 +179,10 @@ def _least_limit(shards, options, reading):
     """The smallest cache limit that holds what `reading` samples span: with the window asked for, or else with
     the window that limit gives."""
     if options.window:
-        return _train_need(shards, options.windows, reading)
+        return _train_need(shards, options.shard_order, reading)
     largest = max(shard.bytes for shard in shards)
     for window in range(1, len(shards) + 1):
-        least = max(3 * window * largest, _train_need(shards, replace(options.windows, window=window), reading))
+        least = max(3 * window * largest, _train_need(shards, replace(options.shard_order, window=window), reading))
         if least < 3 * (window + 1) * largest:  # a limit this large still gives this window
             return least
     return 3 * len(shards) * largest

@@ -34,7 +34,7 @@ class SyntheticLoader:
         self.samples = samples  # in the split, over all ranks
         self.skipped = 0
         self.ahead = batches_ahead(options)
-        self.window = self.windows = None  # it reads nothing, so it has no order
+        self.window = self.shard_order = None  # it reads nothing, so it has no order
         self.cache = None
         self._options = options
         self._sizes = _batch_sizes(samples, options, start=0)  # a whole pass: no later one has larger batches

@@ -211,7 +211,7 @@ def cluster_run(cluster_data, cache_watch, tmp_path_factory):
                    stopped_logs={rank: len(records) for rank, records in logged(out).items()})
         newest = out / "checkpoint.pth"
         run["stopped"] = torch.load(newest, weights_only=True)["position"] if newest.exists() else None
-        run["shuffle_window"] = torch.load(newest, weights_only=True)["args"]["shuffle_window"] \
+        run["window"] = torch.load(newest, weights_only=True)["args"]["window"] \
             if newest.exists() else None
 
         # the whole run now on one node of 3 ranks, reusing node 0's cache
@@ -294,9 +294,9 @@ def test_each_sample_of_the_interrupted_epoch_is_used_exactly_once_in_the_order_
     used = [sample for step in sorted(steps) for sample in steps[step]]
     assert len(used) == len(set(used)) == TRAIN  # 48 whole global batches: every sample once, none twice
     # the record is of what the ranks read: the shard-window order the run took (1 shard a window at this limit)
-    assert run["shuffle_window"] == 1
+    assert run["window"] == 1
     windows = ShardWindows(tuple(shard["samples"] for shard in run["manifest"]["splits"]["train"]["shards"]), 1)
-    order = epoch_order(TRAIN, seed=SEED, epoch=0, windows=windows).tolist()
+    order = epoch_order(TRAIN, seed=SEED, epoch=0, shard_order=windows).tolist()
     shards_per_step = sorted({len({sample // SHARD_SAMPLES for sample in steps[step]}) for step in steps})
     assert used == order, f"--log-samples does not record the shard-window order the loader reads: a global " \
                           f"batch of {GLOBAL_BATCH} should come from 1 shard, the record's come from " \

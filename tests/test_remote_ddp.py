@@ -69,7 +69,7 @@ def test_two_ranks_from_a_url_read_the_local_order_without_overlap_in_equal_step
         assert [length for length, *_ in ranks] == [steps] * WORLD
         assert all(len(ids) == steps * BATCH for _, ids, *_ in ranks)
         by_step = np.concatenate([np.reshape(ids, (steps, BATCH)) for _, ids, *_ in ranks], axis=1).ravel()
-        order = sampling.epoch_order(len(ids_of), seed=0, epoch=epoch, windows=local._options.windows)
+        order = sampling.epoch_order(len(ids_of), seed=0, epoch=epoch, shard_order=local._options.shard_order)
         assert np.array_equal(by_step, ids_of[order[:steps * WORLD * BATCH]])
         for _, ids, labels, *_ in ranks:
             assert labels == [sample_class(n) for n in ids]

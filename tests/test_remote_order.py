@@ -25,7 +25,7 @@ def shard_of(windows):
 
 @pytest.mark.parametrize("seed, epoch", [(0, 0), (0, 1), (7, 3)])
 def test_each_window_holds_whole_shards_and_every_sample_comes_once(seed, epoch):
-    order = sampling.epoch_order(103, seed=seed, epoch=epoch, windows=WINDOWS)
+    order = sampling.epoch_order(103, seed=seed, epoch=epoch, shard_order=WINDOWS)
     assert sorted(order) == list(range(103))
     windows, window, left = [], set(), dict(enumerate(WINDOWS.shard_samples))
     for shard in shard_of(WINDOWS)[order].tolist():  # a window closes once it has W shards, each of them whole
@@ -40,7 +40,7 @@ def test_each_window_holds_whole_shards_and_every_sample_comes_once(seed, epoch)
 
 def test_the_order_depends_on_seed_and_epoch_and_shuffles_inside_each_window():
     def order(seed, epoch):
-        return sampling.epoch_order(103, seed=seed, epoch=epoch, windows=WINDOWS)
+        return sampling.epoch_order(103, seed=seed, epoch=epoch, shard_order=WINDOWS)
 
     assert np.array_equal(order(0, 1), order(0, 1))
     assert not np.array_equal(order(0, 1), order(0, 2)) and not np.array_equal(order(0, 1), order(1, 1))
@@ -49,7 +49,7 @@ def test_the_order_depends_on_seed_and_epoch_and_shuffles_inside_each_window():
 
 @pytest.mark.parametrize("batch_size, world", [(4, 2), (3, 3), (5, 1)])
 def test_ranks_get_equal_steps_and_no_sample_twice(batch_size, world):
-    shares = [sampling.train_batches(103, batch_size, rank=r, world=world, seed=3, epoch=1, windows=WINDOWS)
+    shares = [sampling.train_batches(103, batch_size, rank=r, world=world, seed=3, epoch=1, shard_order=WINDOWS)
               for r in range(world)]
     seen = np.concatenate([share.ravel() for share in shares])
     assert {share.shape for share in shares} == {(103 // (batch_size * world), batch_size)}
@@ -59,13 +59,13 @@ def test_ranks_get_equal_steps_and_no_sample_twice(batch_size, world):
 def test_a_pass_resumed_on_another_world_size_uses_every_sample_once():
     def consume(batch_size, world, start=0, steps=None):
         return [sampling.train_batches(103, batch_size, rank=r, world=world, seed=5, epoch=2, start=start,
-                                       windows=WINDOWS)[:steps] for r in range(world)]
+                                       shard_order=WINDOWS)[:steps] for r in range(world)]
 
     before = consume(4, 2, steps=5)
     after = consume(3, 3, start=5 * 4 * 2)
     used = np.concatenate([share.ravel() for share in before + after])
     assert len(np.unique(used)) == len(used)
-    order = sampling.epoch_order(103, seed=5, epoch=2, windows=WINDOWS)
+    order = sampling.epoch_order(103, seed=5, epoch=2, shard_order=WINDOWS)
     assert set(range(103)) - set(used.tolist()) == set(order[len(used):].tolist())  # only the epoch's tail is left
 
 
@@ -85,6 +85,7 @@ def test_a_local_path_reads_the_shard_window_order_and_resumes_in_it(window_shar
     ids, loader = read(epoch=1)
     windows = sampling.ShardWindows((5,) * 20, 2)
     assert loader.window == 2
-    assert np.array_equal(ids, colour_ids(window_shards)[sampling.epoch_order(100, seed=0, epoch=1, windows=windows)])
+    expected = sampling.epoch_order(100, seed=0, epoch=1, shard_order=windows)
+    assert np.array_equal(ids, colour_ids(window_shards)[expected])
     resumed, _ = read(epoch=1, start=42)
     assert np.array_equal(resumed, ids[42:42 + len(resumed)]) and len(resumed) == 56

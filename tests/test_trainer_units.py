@@ -145,13 +145,20 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
 # What fixes the weights, the schedule and the data order: a resumed run ends where an unbroken one would have.
 KEPT_BY_A_TRAINING_RESUME = {"model", "num_classes", "epochs", "training_step_per_epoch", "crop_size",
                              "lr", "lr_schedule", "warmup_epochs", "momentum", "weight_decay", "nesterov",
-                             "no_bn_weight_decay", "label_smoothing", "seed", "shuffle", "shuffle_window",
+                             "no_bn_weight_decay", "label_smoothing", "seed", "order", "window",
                              "mixup", "cutmix", "switch_prob", "ema", "ema_every", "lr_per_256", "min_res",
                              "start_ramp", "end_ramp", "res_multiple", "crop_scale", "crop_ratio"}
 
 
 def config(*flags):
     return parse_args(["--device", "cpu", "--loader", "synthetic", *flags])
+
+
+def test_a_checkpoint_written_before_a_field_was_renamed_keeps_its_value_under_the_new_name():
+    said = []
+    kept = resume.adopt(config("--shuffle", "shard-window"), {"shuffle": "shard-window", "shuffle_window": 3},
+                        said.append)
+    assert (kept.order, kept.window) == ("shard-window", 3) and said == []
 
 
 def test_a_resume_keeps_the_fields_declared_so_and_an_evaluation_only_one_the_model():

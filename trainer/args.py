@@ -27,7 +27,6 @@ SCHEDULES = ("step", "cosine", "linear")
 # "fp16 model with fp32 master weights" mode (apex's O2).
 OPT_LEVELS = {"O0": "off", "O1": "fp16", "O2": "fp16"}
 DEFAULT_DATA = "shards"
-SHUFFLES = ("global", "shard-window")
 BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
               "GIB": 2**30, "TIB": 2**40}
 AUTO = "auto"  # --resume's default
@@ -60,11 +59,11 @@ def build_parser():
                      help="longest wait for data (a shard's download, room in the cache, a loader worker's batch, "
                           "another rank); past it every rank stops with one line saying what it waited for "
                           f"(default: {pipeline.DATA_TIMEOUT_S:g})")
-    run.add_argument("--shuffle", choices=SHUFFLES, default=None,
+    run.add_argument("--shuffle", dest="order", choices=pipeline.ORDERS, default=None,
                      help="global: one permutation of the split per epoch (default for local data); shard-window: "
                           "shards permuted, samples shuffled within windows of --shuffle-window shards, so a "
                           "bounded cache suffices (default, and the only choice, for a URL)")
-    run.add_argument("--shuffle-window", "--shuffle_window", type=integer(1), metavar="SHARDS",
+    run.add_argument("--shuffle-window", "--shuffle_window", dest="window", type=integer(1), metavar="SHARDS",
                      help="shards per shuffle window (default: what --cache-limit holds three times over)")
     run.add_argument("--output-dir", "--output_dir", default="runs",
                      help="report.json, logs, checkpoints (default: runs)")
@@ -370,9 +369,9 @@ def _data(args, device):
     remote = is_url(data_path)
     if reads_data and not remote:
         _check_prepared(Path(data_path))
-    shuffle = pipeline.check_order(data_path, loader, args.shuffle, args.shuffle_window, args.cache_dir,
-                                   args.cache_limit, DATA_FLAGS)
-    return {"data_path": data_path, "loader": loader, "shuffle": shuffle}
+    order = pipeline.check_order(data_path, loader, args.order, args.window, args.cache_dir, args.cache_limit,
+                                 DATA_FLAGS)
+    return {"data_path": data_path, "loader": loader, "order": order}
 
 
 def _prep_command(src=RAW, out=DEFAULT_DATA + "/"):

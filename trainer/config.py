@@ -30,8 +30,8 @@ class RunConfig:
     cache_dir: str | None        # a URL's node-local shard cache; None: the pipeline's default
     cache_limit: int | None      # bytes
     data_timeout: float          # seconds: the longest wait for data or for another rank
-    shuffle: str = checkpoint_keeps(SCHEDULE)  # global or shard-window: the data order
-    shuffle_window: int | None = checkpoint_keeps(SCHEDULE)  # shards; None until the train loader resolves it
+    order: str = checkpoint_keeps(SCHEDULE)  # --shuffle: global or shard-window, the data order
+    window: int | None = checkpoint_keeps(SCHEDULE)  # --shuffle-window: shards; None until the train loader says
     model: str = checkpoint_keeps(MODEL)
     num_classes: int | None = checkpoint_keeps(MODEL)  # None: the dataset's class count
     device: str                  # this process's: cuda, cuda:N or cpu (a spawn gives each its cuda:N)

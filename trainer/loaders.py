@@ -14,7 +14,7 @@ def build_loaders(config, ctx):
     the config comes back with the shuffle window the train loader chose, which a resume must keep."""
     common = dict(device=ctx.device, dtype=config.amp_dtype or torch.float32, channels_last=config.channels_last,
                   val_size=config.val_size, workers=config.workers, seed=config.seed,
-                  num_classes=config.num_classes or 1000, order=config.shuffle, window=config.shuffle_window,
+                  num_classes=config.num_classes or 1000, order=config.order, window=config.window,
                   cache_dir=config.cache_dir, cache_limit=config.cache_limit,
                   timeout=config.data_timeout)
     train = None
@@ -29,7 +29,7 @@ def build_loaders(config, ctx):
     val = make_loader(config.data_path, "val", config.loader, config.batch_size, crop_size=config.val_crop_size,
                       max_steps=_cap(config.eval_step_per_epoch), **common)
     if train is not None:
-        config = dataclasses.replace(config, shuffle_window=train.window)
+        config = dataclasses.replace(config, window=train.window)
     return config, train, val
 
 

@@ -123,12 +123,17 @@ def _global_batch(config, saved, ctx):
     return dataclasses.replace(config, batch_size=batch)
 
 
+# Fields renamed since checkpoints were first written: (old name, new name)
+RENAMED = {"shuffle": "order", "shuffle_window": "window"}
+
+
 def adopt(config, settings, say):
     """The config with the checkpoint's value of every field a resume keeps, so a resumed run ends where the first
     would have. A kept value the command line set otherwise is said; a field the checkpoint predates stays as given.
 
     `settings` is the checkpoint's dict: RunConfig.to_checkpoint(), or vars(args) in checkpoints written before the
-    RunConfig (the same names)."""
+    RunConfig (the same names, but for those RENAMED since)."""
+    settings = {RENAMED.get(name, name): value for name, value in settings.items()}
     kept = {}
     for name in config.resume_keeps(config.evaluate):
         if name not in settings:

@@ -11,7 +11,7 @@ from pipeline import sampling
 class SampleLog:
     def __init__(self, config, ctx, loader):
         """`loader`: the train loader, whose order (global or shard-window) the log follows."""
-        self.config, self.ctx, self.samples, self.windows = config, ctx, loader.samples, loader.windows
+        self.config, self.ctx, self.samples, self.shard_order = config, ctx, loader.samples, loader.shard_order
         self.file = open(Path(config.output_dir) / f"samples-rank{ctx.rank}.jsonl", "a")  # noqa: SIM115 (closed by close())
         self._pass = None  # (epoch, start, this rank's micro-batches from start)
 
@@ -30,7 +30,7 @@ class SampleLog:
         c = self.config
         return sampling.train_batches(self.samples, c.batch_size, rank=self.ctx.rank, world=self.ctx.world_size,
                                       seed=c.seed, epoch=epoch, start=start, accumulate=c.accumulate,
-                                      windows=self.windows)
+                                      shard_order=self.shard_order)
 
     def close(self):
         self.file.close()
