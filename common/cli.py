@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+from common.errors import UsageError
 from common.layout import MANIFEST, read_manifest
 
 
@@ -23,11 +24,14 @@ class Parser(argparse.ArgumentParser):
     """argparse, but an error is `<name>: <message>` alone, with no usage lines above it, and --help shows the
     defaults."""
 
-    def __init__(self, name, **kwargs):
+    def __init__(self, name, raises=False, **kwargs):
+        """`raises`: an error is a UsageError for the caller (a program building a command line), not an exit."""
         super().__init__(formatter_class=ShowsDefaults, **kwargs)
-        self.name = name
+        self.name, self.raises = name, raises
 
     def error(self, message):
+        if self.raises:
+            raise UsageError(message)
         self.exit(2, f"{self.name}: {message}\n")
 
     def require(self, named, problem):

@@ -130,3 +130,18 @@ def test_every_numeric_flag_refuses_what_is_out_of_its_range_as_it_is_read(flag,
 def test_the_numeric_flags_are_the_ones_with_ranges():
     assert {"--batch-size", "--epochs", "--lr", "--momentum", "--ema", "--seed", "--data-timeout",
             "--training_step_per_epoch", "--world-size", "--rank", "--gpu"} <= set(numeric_flags())
+
+
+def test_a_program_configures_a_run_by_the_flags_dests_with_the_command_lines_checks(tmp_path):
+    import trainer
+    from common.errors import UsageError
+
+    settings = dict(device="cpu", loader="synthetic", model="resnet18", batch_size=8, crop_scale=(0.35, 1),
+                    channels_last=True, order="global", output_dir=str(tmp_path / "run"))
+    argv = ["--device", "cpu", "--loader", "synthetic", "--model", "resnet18", "--batch-size", "8", "--crop-scale",
+            "0.35", "1", "--channels-last", "--shuffle", "global", "--output-dir", str(tmp_path / "run")]
+    assert trainer.configure(**settings) == parse_args(argv)
+    with pytest.raises(TypeError, match="no trainer flag sets shuffle"):
+        trainer.configure(shuffle="global")  # the flag's spelling, not its dest: a renamed setting breaks at once
+    with pytest.raises(UsageError, match="--batch-size/--batch_size/-b: must be at least 1, not 0"):
+        trainer.configure(batch_size=0)

@@ -38,8 +38,9 @@ DATA_FLAGS = pipeline.Spelling({"order": "--shuffle", "window": "--shuffle-windo
 RAW = "ILSVRC2012"  # the folder of the downloaded archives, as the guides name it
 
 
-def build_parser():
-    p = Parser("trainer", prog="python -m trainer",
+def build_parser(raises=False):
+    """The command line's parser; `raises`: its errors are UsageErrors, not a line on stderr and exit 2."""
+    p = Parser("trainer", raises=raises, prog="python -m trainer",
                description="Train a torchvision classifier on ImageNet shards: one process, DDP under torchrun or "
                            "torch.distributed.launch, or one process per device with --multiprocessing-distributed.")
     p.add_argument("data", nargs="?", help="same as --data-path (the pytorch/examples positional form)")
@@ -222,15 +223,46 @@ def parse_args(argv=None):
     if args.recipe == LIST:
         print(table(), flush=True)
         parser.exit(0)
-    if args.recipe:
-        if args.recipe not in BY_NAME:
-            parser.error(f"unknown --recipe {args.recipe!r}; `--recipe list` shows them")
-        parser.set_defaults(**BY_NAME[args.recipe].flags)  # the recipe's values, under what the command line says
-        args = parser.parse_args(argv)
     try:
-        return _config(args, given=_typed(argv))
+        return _resolved(parser, args, argv)
     except (UsageError, pipeline.MissingDependency) as error:
         parser.error(str(error))
+
+
+def _resolved(parser, args, argv):
+    """The RunConfig of the parsed `args`, a recipe's values under what `argv` gave."""
+    if args.recipe:
+        if args.recipe not in BY_NAME:
+            raise UsageError(f"unknown --recipe {args.recipe!r}; `--recipe list` shows them")
+        parser.set_defaults(**BY_NAME[args.recipe].flags)
+        args = parser.parse_args(argv)
+    return _config(args, given=_typed(argv))
+
+
+def configure(**settings):
+    """The RunConfig of the command line that gives `settings`, named as the flags' dests (batch_size=8,
+    channels_last=True, crop_scale=(0.35, 1)), each checked as parse_args checks it: a program's way to start a run
+    (trainer.run). A setting no flag has is a TypeError at once, so a renamed flag breaks its callers loudly; a value
+    that cannot be, a UsageError."""
+    argv = as_argv(settings)
+    parser = build_parser(raises=True)
+    return _resolved(parser, parser.parse_args(argv), argv)
+
+
+def as_argv(settings):
+    """The command line giving `settings` (flag dests and values), in each flag's first spelling."""
+    actions = {action.dest: action for action in build_parser()._actions if action.option_strings}
+    unknown = sorted(set(settings) - set(actions))
+    if unknown:
+        raise TypeError(f"no trainer flag sets {', '.join(unknown)}")
+    argv = []
+    for dest, value in settings.items():
+        flag = actions[dest].option_strings[0]
+        if actions[dest].nargs == 0:  # a switch
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, *map(str, value if isinstance(value, (tuple, list)) else [value])]
+    return argv
 
 
 def _typed(argv):

@@ -38,7 +38,13 @@ from trainer.samples import SampleLog
 
 
 def main(argv=None):
-    return launch.run(parse_args(argv), fit)
+    return run(parse_args(argv))
+
+
+def run(config):
+    """The run `config` describes (trainer.configure, or the command line's), in this process or the processes it
+    spawns; the report."""
+    return launch.run(config, fit)
 
 
 def fit(config, ctx):
