@@ -14,6 +14,8 @@ from common.errors import UsageError
 from common.machine import available_memory, human_bytes
 from common.placement import launcher_placement
 
+SLOW_FP16 = "fp16 autocast on the CPU has no fast kernels, so a step is many times slower than without AMP; " \
+            "--amp bf16 is the CPU's half precision"
 # Copies of the weights a training process holds: weights, gradients, momentum, and DDP's gradient buckets.
 WEIGHT_COPIES = {False: 3, True: 4}
 
@@ -23,8 +25,7 @@ def check_machine(config, say):
     if config.evaluate or not config.device.startswith("cpu"):
         return
     if config.amp == "fp16":
-        say("trainer: fp16 AMP (--amp fp16, --opt-level O1 or O2) on the CPU: autocast has no fast fp16 kernels "
-            "there, so a step is many times slower than without AMP; the CPU's half precision is --amp bf16")
+        say(f"trainer: fp16 AMP (--amp fp16, --opt-level O1 or O2) on the CPU: {SLOW_FP16}")
     processes = node_processes(config)
     each = training_bytes(config, distributed=processes > 1 or (config.world_size or 1) > 1)
     need, available = processes * sum(each), available_memory()
