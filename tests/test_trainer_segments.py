@@ -62,8 +62,8 @@ def test_evaluate_without_a_checkpoint_is_refused_unless_asked_for_untrained_wei
     status, error = refused(capsys, *synthetic, "-e", "--output-dir", tmp_path / "none")
     assert status == 2
     assert error == (f"trainer: --evaluate: no checkpoint in --output-dir {tmp_path / 'none'} (--resume auto) to "
-                     "evaluate; name one with --resume FILE|DIR, or give --evaluate-untrained to evaluate randomly "
-                     "initialised weights\n")
+                     "evaluate; name one with --resume FILE|DIR, give --pretrained for torchvision's weights, or "
+                     "--evaluate-untrained to evaluate randomly initialised weights\n")
     assert not (tmp_path / "none" / "report.json").exists()
 
     r = train(*synthetic, "--evaluate-untrained", "--output-dir", tmp_path / "baseline")
