@@ -126,7 +126,7 @@ class CpuLoader:
             forks = self._loader._iterator is None  # persistent workers: forked on the first pass, or after an error
             results = _forking_safely(self._loader) if forks else iter(self._loader)
             if self._on_gpu and self._unpin is None:
-                self._unpin = _pin(self._ring.storage)
+                self._unpin = self._ring.pin()
             for step, result in enumerate(_bounded(results, self._options)):
                 if isinstance(result, DataError):
                     raise result
@@ -154,7 +154,7 @@ class CpuLoader:
         for reason in skipped:
             warnings.warn(f"pipeline: skipped corrupt sample {reason}", stacklevel=3)
         self.skipped += len(skipped)
-        return self._ring.batch(slot, size)[:kept], torch.as_tensor(labels)
+        return self._ring.batch(slot, size)[:kept], self._ring.batch_labels(slot, labels)
 
 
 class _Tasks(torch.utils.data.Sampler):
@@ -243,9 +243,24 @@ class _Ring:
         self.channels_last = options.channels_last
         dtype = torch.uint8 if uint8 else options.dtype
         self.storage = torch.empty((slots, rows * 3 * options.crop_size ** 2), dtype=dtype).share_memory_()
+        # The labels come through the workers' pipe; each batch's are put in its slot's row, where they stay valid
+        # as long as its pixels. Pinned (pin) for a GPU, so that their copy, like the pixels', waits for nothing:
+        # a copy from pageable memory would make the host wait for the side stream on every batch.
+        self.labels = torch.empty((slots, rows), dtype=torch.int64)
 
     def __len__(self):
         return len(self.storage)
+
+    def pin(self):
+        """Page-lock the pixels and the labels for asynchronous copies to the GPU; the function that unlocks them."""
+        self.labels = _pinned(self.labels)
+        return _pin(self.storage)
+
+    def batch_labels(self, slot, labels):
+        """`labels` (a list) in slot `slot`'s row."""
+        row = self.labels[slot, :len(labels)]
+        row.copy_(torch.as_tensor(labels, dtype=torch.int64))
+        return row
 
     def batch(self, slot, size):
         """Slot `slot` as `rows` size x size images: uint8 NHWC for a GPU, else normalised NCHW views (channels_last
@@ -271,6 +286,10 @@ def _pin(tensor):
     if error:
         raise RuntimeError(f"pipeline: cudaHostRegister of the {nbytes >> 20} MiB batch ring failed (error {error})")
     return weakref.finalize(tensor, cudart.cudaHostUnregister, tensor.data_ptr())
+
+
+def _pinned(tensor):
+    return tensor.pin_memory()
 
 
 def _forking_safely(loader):

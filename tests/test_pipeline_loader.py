@@ -78,6 +78,18 @@ def read_epoch(loader, epoch=0, start=0):
     return np.array(ids), np.array(labels)
 
 
+def test_the_cpu_backends_labels_lie_in_its_rings_rows_beside_their_pixels(shards):
+    """Where a GPU's copy of them comes from: one pinned row per slot (pinned there), so that copy never waits."""
+    loader = make(shards, "train", "cpu")
+    rows = loader._ring.labels.untyped_storage().data_ptr()
+    ids, labels = [], []
+    for images, batch_labels in loader:
+        assert batch_labels.untyped_storage().data_ptr() == rows
+        ids.extend(identify(images))
+        labels.extend(batch_labels.tolist())
+    assert np.array_equal(labels, sample_class(np.array(ids)))
+
+
 @pytest.mark.parametrize("backend", ALL_CPU)
 @pytest.mark.parametrize("split, steps", [("train", TRAIN // BATCH), ("val", -(-VAL // BATCH))])
 @pytest.mark.parametrize("dtype, channels_last", [(torch.float32, False), (torch.bfloat16, True)])
@@ -323,6 +335,7 @@ def test_cpu_ring_is_page_locked_only_once_the_workers_are_forked(shards, monkey
 
     workers_at_pin = []
     monkeypatch.setattr(cpu, "_pin", lambda ring: workers_at_pin.append(len(mp.active_children())) or (lambda: None))
+    monkeypatch.setattr(cpu, "_pinned", lambda labels: labels)  # no CUDA host allocator here
     before = len(mp.active_children())
     loader = make(shards, "train", "cpu", workers=2)
     loader._on_gpu = True
