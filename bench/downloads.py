@@ -161,13 +161,13 @@ def _read_epoch(url, cache_dir, limit, timeout, local_ranks):
                            f"the {local_ranks} of this node")
     source = open_source(url, options)  # the manifest and the indexes, into the cache
     dist.barrier()
-    began, cpu = time.monotonic(), _cpu_seconds()
+    began, cpu = time.monotonic(), cpu_seconds()
     this_pass = source.start_pass(0)
     for step, _ in enumerate(this_pass):
         this_pass.consumed(step)
     ended = time.monotonic()
     dist.barrier()  # every rank has had its shards: the node's are all there (this rank's downloads for the others)
-    cpu = _cpu_seconds() - cpu
+    cpu = cpu_seconds() - cpu
     source.close_pass()
     stats = source.cache.stats
     return {"began": began, "ended": ended, "cpu_s": cpu, "downloads": stats.downloads,
@@ -192,7 +192,8 @@ def _collect(processes, reports, deadline):
     return got
 
 
-def _cpu_seconds():
+def cpu_seconds():
+    """This process's CPU seconds so far, user and system."""
     times = os.times()
     return times.user + times.system
 

@@ -1,6 +1,5 @@
-"""The DeepLearningExamples folder layout's lists: train_list.txt, val_list.txt, val_map.txt, valprep.sh.
-
-The images themselves (train/<wnid>/<key>.JPEG, val/<wnid>/<key>.JPEG) are written by the shard tasks.
+"""The DeepLearningExamples folder layout: its images, <split>/<wnid>/<key>.JPEG (written by the shard tasks), and
+its lists: train_list.txt, val_list.txt, val_map.txt, valprep.sh.
 """
 from pathlib import Path
 
@@ -17,6 +16,13 @@ def make_dirs(out, splits, classes):
     for split in splits:
         for wnid in classes:
             Path(out, split, wnid).mkdir(parents=True, exist_ok=True)
+
+
+def write_image(out, split, wnid, key, data):
+    """<out>/<split>/<wnid>/<key>.JPEG, in a folder make_dirs made; `wnid` and `key` are plain names (prep's sources
+    validate them). Returns the bytes written."""
+    write_atomically(Path(out, split, wnid, f"{key}.JPEG"), data)
+    return len(data)
 
 
 def write_lists(out, classes, records):

@@ -55,18 +55,20 @@ def objects(url):
     return {name[len(root):]: info for name, info in found.items() if name.startswith(root)}
 
 
-def upload(stage, url, claim):
+def upload(stage, url, claim=None):
     """Send the output staged in `stage` to `url`, manifest last; returns (files sent, files already there).
 
-    `claim` (name, text) is written first, so that a prefix holding objects but no manifest says which run they
-    belong to, and removed once the manifest is up."""
+    `claim` (name, text), if given, is written first, so that a prefix holding objects but no manifest says which run
+    they belong to, and removed once the manifest is up."""
     stage, there = Path(stage), objects(url)
     files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
     missing = [name for name in files if name != MANIFEST and not already_there(stage / name, there.get(name))]
-    store.write_text(store.join(url, claim[0]), claim[1])
+    if claim:
+        store.write_text(store.join(url, claim[0]), claim[1])
     _send(stage, url, missing)
     store.upload(stage / MANIFEST, store.join(url, MANIFEST))
-    store.remove(store.join(url, claim[0]))
+    if claim:
+        store.remove(store.join(url, claim[0]))
     return len(missing) + 1, len(files) - len(missing) - 1
 
 

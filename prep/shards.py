@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from common.atomic import write_atomically
 from common.layout import shard_name
+from prep.folders import write_image
 from prep.images import Rejected, to_rgb_jpeg
 from prep.sources import Sample
 from prep.tario import ShardTar
@@ -112,7 +113,7 @@ def write_shard(job, options):
     images = _stored_images(job, options, record)
     if options.layout == "folders":
         for item, data in images:
-            record.folder_bytes += _write_file(out, item.sample, data)
+            record.folder_bytes += write_image(out, item.sample.split, item.sample.wnid, item.sample.key, data)
     else:
         _write_tar(out, job, options, record, images)
     write_atomically(record_path(out, job.name), record.to_json())
@@ -127,7 +128,7 @@ def _write_tar(out, job, options, record, images):
             tar.add(f"{item.sample.key}.jpg", data)
             tar.add(f"{item.sample.key}.cls", str(item.label).encode())
             if options.layout == "both":
-                record.folder_bytes += _write_file(out, item.sample, data)
+                record.folder_bytes += write_image(out, item.sample.split, item.sample.wnid, item.sample.key, data)
         tar.close()
     if not record.kept:
         part.unlink()  # every image rejected: no shard at all rather than an empty one readers trip on
@@ -156,9 +157,3 @@ def _stored_images(job, options, record):
         record.kept.append(Kept(item.sample.key, item.label))
         yield item, stored.data
 
-
-def _write_file(out, sample, data):
-    """Folder layout: <out>/<split>/<wnid>/<key>.JPEG; key and wnid were validated as plain names. Returns the
-    bytes written."""
-    write_atomically(out / sample.split / sample.wnid / f"{sample.key}.JPEG", data)
-    return len(data)

@@ -270,6 +270,6 @@ def one_torch_thread():
 def cache_watch():
     """cache_watch(cache_dir) -> bench's DirectoryBytes over its shards/ folder (complete copies and copies being
     written), to enter around the reads it watches."""
-    from bench.loaders import DirectoryBytes
+    from bench.peak_bytes import DirectoryBytes
 
     return lambda cache_dir: DirectoryBytes(cache_dir / "shards")

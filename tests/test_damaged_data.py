@@ -122,7 +122,7 @@ def test_a_checkpoint_of_another_model_is_one_line(checkpoint_of_10_classes, sam
     assert stop.value.code == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1
-    assert error.startswith(f"trainer: --resume {checkpoint_of_10_classes}: its weights do not fit resnet18")
+    assert error.startswith(f"trainer: --resume {checkpoint_of_10_classes}: its weights do not fit --model resnet18")
 
 
 def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
@@ -137,9 +137,9 @@ def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
 
 def test_a_batch_larger_than_a_rank_share_is_one_line(sample_shards, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        train([*TINY, "--data-path", str(sample_shards), "--output-dir", str(tmp_path), "--batch-size", "100000"])
+        train([*TINY, "--data-path", str(sample_shards), "--output-dir", str(tmp_path), "--batch-size", "1001"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err == (f"trainer: --batch-size 100000 leaves no training step: {sample_shards} has "
+    assert capsys.readouterr().err == (f"trainer: --batch-size 1001 leaves no training step: {sample_shards} has "
                                        "1000 train samples, 1000 for each of 1 rank(s) x --accumulate 1, so the "
                                        "largest batch that trains is 1000\n")
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from tqdm import tqdm
 
+from bench import loader_table, loader_timing
 from bench import loaders as bench_loaders
 from prep import progress as prep_progress
 from trainer.fit import main as train
@@ -142,12 +143,12 @@ def test_the_loader_table_gives_per_loader_medians_the_ratio_and_both_set_up_tim
     runs = {"torchvision": [run(400, 1.5, 0.05), run(420, 1.1, 0.04), run(380, 1.2, 0.06)],
             "dali-cpu": [run(520, 0.9, 0.80), run(500, 0.8, 0.70), run(530, 1.0, 0.75)],
             "cpu": [run(860, 0.3, 0.02), run(900, 0.2, 0.03), run(840, 0.4, 0.01)]}
-    table = bench_loaders.summarise(runs)
+    table = loader_table.summarise(runs)
     assert table["cpu"] == {"images_per_s": 860, "first_pass_setup_s": 0.3, "later_pass_setup_s": 0.02,
                             "ratio_to_baseline": 860 / 400, "rounds": runs["cpu"]}
     assert table["dali-cpu"]["later_pass_setup_s"] == 0.75 and table["torchvision"]["ratio_to_baseline"] == 1
 
-    bench_loaders.print_table(table, {}, loader_args(), 2000)
+    loader_table.print_table(table, {}, loader_args(), 2000)
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert rows["cpu"] == ["860", "2.15x", "0.30", "s", "0.02", "s"]
     assert rows["dali-cpu"] == ["520", "1.30x", "0.90", "s", "0.75", "s"]
@@ -172,6 +173,6 @@ class RecordingLoader:
 
 def test_a_loader_is_timed_through_its_interface_over_one_pass_then_the_start_of_the_next():
     loader = RecordingLoader(length=5)
-    measured = bench_loaders.time_loader(lambda: loader, warmup=2, steps=3)
-    assert set(measured) == set(bench_loaders.MEASURES) and all(value > 0 for value in measured.values())
+    measured = loader_timing.time_loader(lambda: loader, warmup=2, steps=3)
+    assert set(measured) == set(loader_timing.MEASURES) and all(value > 0 for value in measured.values())
     assert loader.calls == ["set_epoch(0)", "iter", *["batch"] * 5, "set_epoch(1)", "iter", "batch"]
