@@ -18,11 +18,12 @@ import multiprocessing
 import os
 import queue
 import shutil
-import socket
 import statistics
 import time
 import traceback
 from pathlib import Path
+
+from common.ports import free_port
 
 LOCAL_RANKS = (1, 4)
 BATCH = 1  # the plan's per-rank batch: an epoch drops fewer samples than the node's ranks, so it reads every shard
@@ -57,7 +58,7 @@ def node_download(url, local_ranks, cache_dir, limit, *, timeout=TIMEOUT_S):
     "downloaded_bytes", "cpu_s" (per rank)}; RuntimeError with a rank's traceback if one failed."""
     context = multiprocessing.get_context("spawn")
     reports = context.Queue()
-    port = _free_port()
+    port = free_port()
     processes = [context.Process(target=_rank, name=f"download-rank-{rank}", daemon=True,
                                  args=(rank, local_ranks, port, url, str(cache_dir), limit, timeout, reports))
                  for rank in range(local_ranks)]
@@ -196,9 +197,3 @@ def cpu_seconds():
     """This process's CPU seconds so far, user and system."""
     times = os.times()
     return times.user + times.system
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

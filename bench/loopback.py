@@ -4,13 +4,14 @@ It runs in a process of its own, as a store runs on machines of its own: moto's 
 take the interpreter lock from the loader it serves (on the bench, 20 % of the `cpu` backend's throughput)."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+
+from common.ports import free_port
 
 AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -22,7 +23,7 @@ def s3_server():
     server stopped after."""
     import s3fs
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # werkzeug logs every request
@@ -59,12 +60,6 @@ class Loopback:
             yield
         finally:
             self._process.send_signal(signal.SIGCONT)
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_until_up(endpoint, server, timeout_s=60):

@@ -1,6 +1,8 @@
 """`python -m bench`'s command line: --help lists every suite of the dispatch table with its description, an unknown
 suite is one line and exit status 2, each suite's own --help still works; and `bench doctor` does not call an fp16
 step on the CPU a pass."""
+import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,3 +75,14 @@ def test_fp16_on_the_cpu_when_bf16_failed_is_still_no_pass(monkeypatch):
 def test_a_failed_fp16_step_on_the_cpu_stays_a_failure(monkeypatch):
     rows = _step_rows(monkeypatch, {"bf16": 120.0}, fail={"fp16"})
     assert rows["train step amp fp16, channels_last"].result == doctor.FAIL
+
+
+def test_the_agreement_bench_times_both_ways_on_the_same_ranks_and_prints_their_ratio(tmp_path, capsys):
+    from bench import agreement
+
+    assert agreement.main(["--ranks", "2", "--steps", "20", "--rounds", "1", "--results", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{way:>14}: " in printed for way in agreement.WAYS)
+    assert re.search(r"one step late / blocking, wall time per step: \d+\.\d+x", printed)
+    saved = json.loads(next(tmp_path.glob("agreement-*.json")).read_text())
+    assert set(saved["ways"]) == set(agreement.WAYS) and saved["ratio"] > 0

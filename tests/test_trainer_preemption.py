@@ -128,3 +128,33 @@ def test_a_run_resumed_on_3_ranks_from_2_uses_each_sample_of_the_epoch_exactly_o
     later = logged_samples(out, epoch=1)
     ids = [i for steps in later.values() for step in steps for i in step]
     assert len(ids) == len(set(ids)) == 41 * 24 and {len(steps) for steps in later.values()} == {41}  # all at 3 ranks
+
+
+def agree_as_rank(rank, world, init_file, signalled_at, results):
+    import torch.distributed as dist
+
+    from trainer.preempt import Stop
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    stop = Stop(every_steps=4)
+    seen = []
+    for step in range(1, 9):
+        if rank == 1 and step == signalled_at:
+            stop.signal = signal.SIGTERM  # as the watcher thread sets it
+        seen.append(stop.after_step(step))
+    stop.close()
+    results.put((rank, seen))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_every_rank_reads_the_same_agreement_one_step_after_the_signal_and_checkpoints_by_the_step_count(tmp_path):
+    """The stop agreement runs while the next step does (read one step late): a signal on one rank after step 3 stops
+    every rank after step 4; a checkpoint every 4 steps is due at steps 4 and 8 on every rank, without waiting."""
+    import torch.multiprocessing as mp
+
+    results = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(agree_as_rank, args=(2, tmp_path / "init", 3, results), nprocs=2)
+    seen = dict(results.get() for _ in range(2))
+    expected = [(step >= 4, step % 4 == 0) for step in range(1, 9)]
+    assert seen == {0: expected, 1: expected}

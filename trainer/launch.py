@@ -8,7 +8,6 @@ import json
 import multiprocessing.connection
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.multiprocessing as mp
 from common import outlock
 from common.errors import DataError, UsageError
 from common.placement import launcher_placement
+from common.ports import free_port
 from trainer import distributed
 from trainer.checkpoint import CheckpointError
 from trainer.footprint import check_machine
@@ -52,7 +52,7 @@ def _spawn(config, train):
     nodes, node_rank = config.world_size or 1, config.rank or 0
     init_method = config.init_method
     if init_method == "env://" and "MASTER_ADDR" not in os.environ:  # one node (args.py checks): any free port
-        init_method = f"tcp://127.0.0.1:{_free_port()}"
+        init_method = f"tcp://127.0.0.1:{free_port()}"
     spawned = mp.spawn(_spawned, args=(config, train, init_method, nodes, node_rank), nprocs=len(config.device_list),
                        join=False)
     with _forwarding_signals(spawned.processes):
@@ -170,9 +170,3 @@ def _leave_on(error):
     """A run error named in one line, without a traceback, as the command line's errors are."""
     print(f"trainer: {error}", file=sys.stderr, flush=True)
     raise SystemExit(error.exit_status) from None
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

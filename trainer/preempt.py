@@ -1,11 +1,13 @@
 """Stopping on request: SLURM's SIGUSR1/SIGTERM before it kills a job, a spot instance's SIGTERM, Ctrl-C.
 
 The first signal only sets a flag. After every optimizer step all ranks agree (one small all-reduce over a CPU
-group, so it never waits for the GPU) on whether any of them got one and whether a periodic checkpoint is due,
-so every rank leaves at the same step and none hangs in a collective the others left. The run then writes one
-checkpoint and exits with EXIT_PREEMPTED. A second signal (a second or more after the first) ends the process at
-once, with status 128 + its number (143 for SIGTERM), even in the middle of a long step: the checkpoint being
-written, if any, is a temp file, and the last good one is not touched.
+group, so it never waits for the GPU) on whether any of them got one and whether a time-based checkpoint is due,
+so every rank leaves at the same step and none hangs in a collective the others left. The agreement is read one
+step late: the all-reduce started after step k is waited for after step k+1, by which time it has long finished,
+so no rank's host waits for the slowest one's every step. A checkpoint every N steps needs no agreement. On a stop
+the run writes one checkpoint and exits with EXIT_PREEMPTED. A second signal (a second or more after the first)
+ends the process at once, with status 128 + its number (143 for SIGTERM), even in the middle of a long step: the
+checkpoint being written, if any, is a temp file, and the last good one is not touched.
 
 Why a thread: Python runs a signal handler only when the main thread is back in the interpreter, so a handler
 would not see a second signal until a long C++ op (a step, a collective) returns. The C-level handler does write
@@ -40,6 +42,7 @@ class Stop:
         self._group = dist.new_group(backend="gloo", timeout=timeout and datetime.timedelta(seconds=timeout)) \
             if dist.is_initialized() else None
         self._closed_quietly = False
+        self._agreeing = None  # (the all-reduce in flight, its tensor): started after one step, read after the next
         self._previous = {number: signal.signal(number, _noted) for number in SIGNALS}
         # The signals are counted on a thread, from the wakeup fd (see the module's doc); the handlers do nothing.
         self._wakeup, wakeup = os.pipe()
@@ -66,14 +69,26 @@ class Stop:
             _leave(128 + number)
 
     def after_step(self, global_step):
-        """(stop, save): whether any rank got a signal, and whether a periodic checkpoint is due, agreed."""
-        due = (self.every_steps is not None and global_step % self.every_steps == 0
-               or self.every_seconds is not None and time.monotonic() - self.last_save >= self.every_seconds)
-        flags = torch.tensor([self.signal is not None, due], dtype=torch.int32)
+        """(stop, save): whether any rank got a signal, and whether a periodic checkpoint is due, as all ranks agree:
+        by the step count at once, by a signal or the clock one step after they happened (with one rank, at once)."""
+        by_steps = self.every_steps is not None and global_step % self.every_steps == 0
+        by_clock = self.every_seconds is not None and time.monotonic() - self.last_save >= self.every_seconds
+        flags = torch.tensor([self.signal is not None, by_clock], dtype=torch.int32)
         if self._group is not None:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group)
+            agreed = self._agreed()
+            self._agreeing = (dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group, async_op=True), flags)
+            flags = agreed
         self.stopping = bool(flags[0])
-        return self.stopping, bool(flags[1])
+        return self.stopping, by_steps or bool(flags[1])
+
+    def _agreed(self):
+        """The flags of the agreement in flight (every rank started it after the same step), or none set."""
+        if self._agreeing is None:
+            return torch.zeros(2, dtype=torch.int32)
+        work, flags = self._agreeing
+        work.wait()
+        self._agreeing = None
+        return flags
 
     def saved(self):
         self.last_save = time.monotonic()
