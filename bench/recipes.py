@@ -43,11 +43,12 @@ from pathlib import Path
 import torch
 
 import pipeline
+import trainer
 from bench import plot, results
 from bench.data import prepped_sample
 from bench.loaders import DALI_NEEDS
 from common.cli import Parser, integer, positive_number, prepped_images
-from trainer.fit import main as run_trainer
+from trainer.args import as_argv
 from trainer.model import check_train_crop, classification_models
 
 ROOT = Path("build/bench/recipes")
@@ -134,10 +135,10 @@ def main(argv=None):
     data_path = args.data_path or sample_shards()
     runs = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for number, (name, flags) in enumerate(run_flags(args).items(), 1):
-            schedule = " ".join(flags) or f"--crop-size {args.crop_size} every epoch"
+        for number, (name, settings) in enumerate(run_settings(args).items(), 1):
+            schedule = " ".join(as_argv(settings)) or f"--crop-size {args.crop_size} every epoch"
             print(f"\n== bench recipes {number}/{len(RUNS)}: {name} ({schedule})", flush=True)
-            runs[name] = measure(args, data_path, flags, Path(scratch) / name)
+            runs[name] = measure(args, data_path, settings, Path(scratch) / name)
     payload = summarise(args, data_path, runs)
     print_table(payload)
     path = results.save("recipes", payload, out_dir=args.results)
@@ -156,23 +157,21 @@ def sample_shards():
     return prepped_sample(ROOT / f"{SAMPLE['classes']}x{SAMPLE['train_per_class']}", **SAMPLE)
 
 
-def run_flags(args):
-    """Each run's own trainer flags: nothing, the ramp, the ramp and the average."""
-    ramp = ["--min-res", args.min_res, "--start-ramp", args.start_ramp, "--end-ramp", args.end_ramp,
-            "--res-multiple", args.res_multiple]
-    flags = dict(zip(RUNS, ([], ramp, [*ramp, "--ema", args.ema, "--ema-every", args.ema_every])))
-    return {name: [str(a) for a in argv] for name, argv in flags.items()}
+def run_settings(args):
+    """Each run's own trainer settings: none, the ramp, the ramp and the average."""
+    ramp = dict(min_res=args.min_res, start_ramp=args.start_ramp, end_ramp=args.end_ramp,
+                res_multiple=args.res_multiple)
+    return dict(zip(RUNS, ({}, ramp, {**ramp, "ema": args.ema, "ema_every": args.ema_every})))
 
 
-def trainer_args(args, data_path, out):
-    """The flags every run shares: all but the resolution schedule and the average."""
-    argv = ["--data-path", data_path, "--loader", args.loader, "--device", args.device, "--model", args.model,
-            "--epochs", args.epochs, "--batch-size", args.batch_size, "--lr", args.lr, "--lr-schedule", "cosine",
-            "--warmup-epochs", WARMUP_EPOCHS, "--seed", args.seed, "--crop-size", args.crop_size,
-            "--val-crop-size", args.val_crop_size, "--val-size", val_size(args),
-            "--print-freq", max(1, args.steps_per_epoch // WINDOWS_PER_EPOCH), "--skip_steps", SKIP_STEPS,
-            "--keep-checkpoints", 1, "--output-dir", out]
-    return [str(a) for a in argv]
+def shared_settings(args, data_path, out):
+    """The settings every run shares: all but the resolution schedule and the average."""
+    return dict(data_path=str(data_path), loader=args.loader, device=args.device, model=args.model,
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine",
+                warmup_epochs=WARMUP_EPOCHS, seed=args.seed, crop_size=args.crop_size,
+                val_crop_size=args.val_crop_size, val_size=val_size(args),
+                print_freq=max(1, args.steps_per_epoch // WINDOWS_PER_EPOCH), skip_steps=SKIP_STEPS,
+                keep_checkpoints=1, output_dir=str(out))
 
 
 def val_size(args):
@@ -180,10 +179,11 @@ def val_size(args):
     return round(args.val_crop_size * 8 / 7)
 
 
-def measure(args, data_path, flags, out):
-    """One trainer run with the shared flags and its own: the figures of its report, and from its log the resolution
-    each epoch trained at and the validations over time."""
-    report = run_trainer(trainer_args(args, data_path, out) + flags)
+def measure(args, data_path, settings, out):
+    """One trainer run with the shared settings and its own: the figures of its report, and from its log the
+    resolution each epoch trained at and the validations over time."""
+    report = trainer.run(trainer.configure(**shared_settings(args, data_path, out), **settings))
+    flags = as_argv(settings)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     trained_at = {r["epoch"]: r["resolution"] for r in records if r["phase"] == "train" and "resolution" in r}
     return {"flags": flags, "epochs": report["epochs"], "seed": args.seed,

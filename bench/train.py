@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 import pipeline
+import trainer
 from bench import plot, results
 from bench.data import imagenet_sized_shards
 from bench.loaders import DALI_NEEDS
 from common.cli import Parser, integer, prepped_images
 from trainer.config import AMP_DTYPES
-from trainer.fit import main as run_trainer
 from trainer.model import build_model, check_train_crop, classification_models
 
 CPU_DEFAULTS = dict(model="resnet18", batch_size=32, crop_size=64, steps=12, skip_steps=3, print_freq=3, amp="off",
@@ -131,20 +131,19 @@ def main(argv=None):
     return 0
 
 
-def trainer_args(args, data_path, loader, out):
-    argv = ["--loader", loader, "--data-path", data_path, "--device", args.device, "--model", args.model,
-            "--batch-size", args.batch_size, "--crop-size", args.crop_size, "--val-size", round(args.crop_size * 8 / 7),
-            "--epochs", 1, "--training_step_per_epoch", steps_per_run(args), "--eval_step_per_epoch", 1,
-            "--skip_steps", args.skip_steps, "--print-freq", args.print_freq, "--amp", args.amp, "--output-dir", out]
-    argv += ["--channels-last"] if args.channels_last else []
-    argv += ["--workers", args.workers] if args.workers else []
-    return [str(a) for a in argv]
+def trainer_config(args, data_path, loader, out):
+    return trainer.configure(loader=loader, data_path=str(data_path), device=args.device, model=args.model,
+                             batch_size=args.batch_size, crop_size=args.crop_size,
+                             val_size=round(args.crop_size * 8 / 7), epochs=1,
+                             training_step_per_epoch=steps_per_run(args), eval_step_per_epoch=1,
+                             skip_steps=args.skip_steps, print_freq=args.print_freq, amp=args.amp,
+                             output_dir=str(out), channels_last=args.channels_last, workers=args.workers)
 
 
 def trainer_report(args, data_path, loader, out):
     """One trainer run, its log kept out of the table's way; the report it returns."""
     with contextlib.redirect_stdout(io.StringIO()):
-        report = run_trainer(trainer_args(args, data_path, loader, out))
+        report = trainer.run(trainer_config(args, data_path, loader, out))
     timed = report["training_step_per_epoch"] - args.skip_steps
     if timed < 1 or report["train_fps_mean"] is None:
         raise SystemExit(f"bench train: {data_path} gives only {report['training_step_per_epoch']} steps of batch "
