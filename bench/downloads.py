@@ -3,7 +3,7 @@ node of 1 local rank and by one of 4, in the same run, alternating over the roun
 
 A node is real processes (spawned) forming a gloo group, each with the variables torchrun sets (RANK, LOCAL_RANK,
 WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so the pipeline takes them for the ranks of one node
-(pipeline.options.node_ranks). Each opens the split as a loader does (pipeline.source.open_source: the manifest and
+(pipeline.options.node_ranks). Each opens the split as a loader does (pipeline.reading.open_reading: the manifest and
 the indexes, not timed), meets the others at a barrier, then plans epoch 0 and reads its batches as the cache hands
 them out, decoding nothing: the cache limit holds every shard, so nothing waits for room and the time is the network
 and the sha256 alone. Downloads are spread over the node's ranks (pipeline.prefetch), DOWNLOADS at once per rank.
@@ -151,7 +151,7 @@ def _read_epoch(url, cache_dir, limit, timeout, local_ranks):
     import torch.distributed as dist
 
     from pipeline.options import LoaderOptions
-    from pipeline.source import open_source
+    from pipeline.reading import open_reading
 
     options = LoaderOptions.build(
         split="train", batch_size=BATCH, accumulate=1, device="cpu", dtype=torch.float32, channels_last=False,
@@ -160,7 +160,7 @@ def _read_epoch(url, cache_dir, limit, timeout, local_ranks):
     if options.node_ranks != tuple(range(local_ranks)):
         raise RuntimeError(f"rank {options.rank}: the pipeline took the node's ranks for {options.node_ranks}, not "
                            f"the {local_ranks} of this node")
-    source = open_source(url, options)  # the manifest and the indexes, into the cache
+    source = open_reading(url, options)  # the manifest and the indexes, into the cache
     dist.barrier()
     began, cpu = time.monotonic(), cpu_seconds()
     this_pass = source.start_pass(0)

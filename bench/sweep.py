@@ -3,7 +3,7 @@
     python -m bench sweep [--configs 100] [--seed 0] [--only 3,17] [--deadline 90] [--backends cpu,dali-cpu]
                           [--keep DIR]
 
-The promise (pipeline.source): make_loader refuses a configuration whose shards in flight cannot fit in
+The promise (pipeline.reading): make_loader refuses a configuration whose shards in flight cannot fit in
 `cache_limit`, at once, in one line naming cache_limit and the least limit that would do; any other configuration
 reads its epochs to the end. So each configuration must end in exactly one of two ways:
 

@@ -25,7 +25,7 @@ import torch
 from common import store
 from common.errors import UsageError
 from pipeline import crops
-from pipeline.loader import BACKEND_TABLE, BACKENDS, CEILING, DATA_BACKENDS, Loader  # noqa: F401 (the interface)
+from pipeline.backends import BACKEND_TABLE, BACKENDS, CEILING, DATA_BACKENDS, Loader  # noqa: F401 (the interface)
 from pipeline.options import DATA_TIMEOUT_S, ORDERS  # noqa: F401 (DATA_TIMEOUT_S: the interface)
 
 SPLITS = ("train", "val")

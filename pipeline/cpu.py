@@ -45,7 +45,7 @@ from pipeline.decode import CorruptImage, crop_resize
 from pipeline.normalize import ImageNormalizer, normalize
 from pipeline.options import check_resolution
 from pipeline.readers import CorruptLabel
-from pipeline.source import open_source
+from pipeline.reading import open_reading
 
 # Workers start in milliseconds and share the sample table copy-on-write, even in a process that was itself
 # spawned (whose default start method is then spawn). Workers never touch CUDA, and the ring is page-locked
@@ -66,7 +66,7 @@ AUGMENT_STREAM = 1
 def make(data_path, options):
     # The sampler waits for a batch's shards on the thread that hands out results: the tasks in flight ahead of it
     # keep their shards pinned meanwhile, so the cache must hold those too.
-    return CpuLoader(open_source(data_path, options, held=batches_ahead(options)))
+    return CpuLoader(open_reading(data_path, options, held=batches_ahead(options)))
 
 
 def batches_ahead(options):

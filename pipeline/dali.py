@@ -12,7 +12,7 @@ crop). Both take a per-sample TensorList on either device as long as it lives on
 do; nothing in the graph has a fixed output size. The pytorch plugin's iterator allocates each batch's tensors from
 that batch's shape, so the shape may change between passes.
 
-Order: the samples come from the same sampler and readers as the `cpu` backend (pipeline.source: sampling's
+Order: the samples come from the same sampler and readers as the `cpu` backend (pipeline.reading: sampling's
 batches, each once its shards are local, and readers.open_reader), handed to DALI batch by batch through an
 external source, so every backend reads the same sequence for a (seed, epoch, start): equal steps per rank, every
 sample at most once, validation exactly once (its last batch may be short). A pass resumed at `start` plans its
@@ -39,7 +39,7 @@ from pipeline import crops, sampling
 from pipeline.decode import CorruptImage, check_decodes
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, check_resolution
 from pipeline.readers import CorruptLabel
-from pipeline.source import Pass, open_source
+from pipeline.reading import Pass, open_reading
 
 # DeepLearningExamples' share of images for the A100/H100 hardware decoder.
 MIXED_DECODER = dict(device="mixed", hw_decoder_load=0.65)
@@ -48,7 +48,7 @@ GIVEN = PREFETCH + 2  # batches whose samples the source remembers, to find one 
 
 
 def make(data_path, options):
-    return DaliLoader(open_source(data_path, options, held=GIVEN))
+    return DaliLoader(open_reading(data_path, options, held=GIVEN))
 
 
 def batches_ahead(options):
@@ -70,7 +70,7 @@ class DaliLoader:
         self._epoch = 0
         self._start = 0
         self._size = options.crop_size
-        self._source = _Source(source.reader)
+        self._source = _Feed(source.reader)
         self._iterator = None
 
     def __len__(self):
@@ -123,7 +123,7 @@ class DaliLoader:
         return images.to(o.dtype)  # DALI has no bf16: the cast happens here (a no-op for its own dtypes)
 
 
-class _Source:
+class _Feed:
     """DALI's external source: the planned batches as (JPEG byte arrays, int64 labels, float32 sides: each output
     image's side). It holds no reference to the loader, so dropping the loader frees the pipeline at once (a cycle
     would leave it to the garbage collector, which might run it in a forked worker process)."""

@@ -61,7 +61,7 @@ class ShardSplit:
         if not shard.remote:
             return shard.index
         if self.index_copy is None:
-            raise ValueError(f"pipeline: {shard.tar} is read through a node-local cache (pipeline.source)")
+            raise ValueError(f"pipeline: {shard.tar} is read through a node-local cache (pipeline.reading)")
         return self.index_copy(shard)
 
 

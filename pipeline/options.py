@@ -40,7 +40,7 @@ class LoaderOptions:
     window: int | None = None      # as asked: shards per window (None: from cache_limit, else all shards)
     cache_dir: str | None = None   # a URL's node-local cache (None: default_cache_dir)
     cache_limit: int | None = None  # bytes of shards that cache may hold
-    shard_order: ShardWindows | None = None  # the order resolved against the data (pipeline.source); None: global
+    shard_order: ShardWindows | None = None  # the order resolved against the data (pipeline.reading); None: global
     crop_scale: tuple = crops.SCALE  # RandomResizedCrop's (min, max) share of the image area
     crop_ratio: tuple = crops.RATIO  # and its (min, max) aspect ratio
     timeout: float = DATA_TIMEOUT_S  # seconds any wait for data may last before it is a DataTimeout

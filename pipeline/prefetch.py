@@ -13,7 +13,7 @@ this rank has read every step that uses it (consumed).
 
 Why strictly in the order of first use: the room the cache has then always goes to the shard needed soonest, on
 every rank, so the batches being read get their shards first, and as long as the shards of the steps in flight fit
-within the limit (pipeline.source checks that), no rank waits for room another rank holds for later steps.
+within the limit (pipeline.reading checks that), no rank waits for room another rank holds for later steps.
 
 Every wait of the reading thread is bounded: a shard not pinned within the timeout is a DataTimeout naming the
 rank, the shard and its URL, what its claim is waiting for, and the cache's bytes against its limit.

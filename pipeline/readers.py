@@ -2,7 +2,7 @@
 
 Each worker process opens files lazily, so descriptors are never shared across a fork. A URL's shards are read from
 their copies in the node-local cache (pipeline.cache), which the process planning the pass has made present before
-it hands out a batch (pipeline.source): a copy is opened for each read, because the cache evicts copies behind the
+it hands out a batch (pipeline.reading): a copy is opened for each read, because the cache evicts copies behind the
 epoch, and a descriptor kept open would keep an evicted copy's bytes on the disk.
 """
 import os

@@ -168,7 +168,7 @@ LAUNCHED = textwrap.dedent('''
 
 
     def node_shards(world, ranks):
-        """The shards a node holding `ranks` fetches for a train pass (pipeline.source's start_pass plans so)."""
+        """The shards a node holding `ranks` fetches for a train pass (pipeline.reading's start_pass plans so)."""
         o = SimpleNamespace(train=True, batch_size=2, world=world, seed=0, accumulate=1, shard_order=WINDOWS,
                             max_steps=2)
         plan = sampling.ranks_batches(103, o, 1, ranks=ranks)

@@ -253,7 +253,7 @@ def test_which_batches_of_one_are_refused(model, batch, refused):
     from types import SimpleNamespace
 
     from common.errors import UsageError
-    from trainer.loaders import _check_batch_norm
+    from trainer.data import _check_batch_norm
 
     config = SimpleNamespace(model=model, batch_size=batch)
     if refused:

@@ -13,8 +13,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint, distributed, launch, resume
 from trainer.args import parse_args
+from trainer.data import build_loaders
 from trainer.ema import EMA
-from trainer.loaders import build_loaders
 from trainer.loop import Best, Training, evaluate, train_epoch
 from trainer.meter import Clock, ThroughputMeter
 from trainer.mixing import Mixing

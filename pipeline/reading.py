@@ -20,7 +20,7 @@ from pipeline.readers import open_reader
 
 
 @dataclass
-class Source:
+class Reading:
     reader: object
     num_classes: int
     options: object          # pipeline.options.LoaderOptions with `windows` resolved
@@ -96,14 +96,14 @@ def node_steps(node_batches, tar_id):
             for step in range(steps)]
 
 
-def open_source(data_path, options, held=0):
-    """The Source of `options.split` of `data_path` (a path or a URL); `held`: how many batches the backend keeps
+def open_reading(data_path, options, held=0):
+    """The Reading of `options.split` of `data_path` (a path or a URL); `held`: how many batches the backend keeps
     reading from (their shards pinned) after it has read the next ones."""
     if not store.is_url(data_path):
         data = dataset.open_dataset(data_path)
         split = data.split(options.split)
         options, window = _resolve_order(split, options)
-        return Source(open_reader(split), len(data.classes), options, window, None, None)
+        return Reading(open_reader(split), len(data.classes), options, window, None, None)
     url = str(data_path).rstrip("/")
     cache = ShardCache(options.cache_dir or default_dir(url), options.cache_limit)
     try:
@@ -117,7 +117,7 @@ def open_source(data_path, options, held=0):
     cache.check = _arrival_check(split, copies)
     reader = open_reader(split, copies=[cache.path(copy) for copy in copies])
     _check_fits(split, options, cache.limit, held)
-    return Source(reader, len(data.classes), options, window, cache, copies)
+    return Reading(reader, len(data.classes), options, window, cache, copies)
 
 
 def _open_remote(url, split_name, cache):
