@@ -30,11 +30,13 @@ Any other failure (out of memory, a bad argument) propagates as DALI raised it.
 """
 import collections
 import contextlib
+import queue
+import threading
 
 import numpy as np
 import torch
 
-from common.errors import DecodeError
+from common.errors import DataTimeout, DecodeError
 from pipeline import crops, sampling
 from pipeline.decode import CorruptImage, check_decodes
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD, check_resolution
@@ -45,10 +47,13 @@ from pipeline.reading import Pass, open_reading
 MIXED_DECODER = dict(device="mixed", hw_decoder_load=0.65)
 PREFETCH = 2  # DALI's prefetch_queue_depth: batches in flight besides the one being consumed
 GIVEN = PREFETCH + 2  # batches whose samples the source remembers, to find one DALI could not decode
+FED_AHEAD = 2  # batches the feeder thread reads ahead of DALI's asking
+HELD = GIVEN + FED_AHEAD + 1  # batches whose shards the source may hold: given, queued, and the one being read
+STOP_POLL_S = 0.1
 
 
 def make(data_path, options):
-    return DaliLoader(open_reading(data_path, options, held=GIVEN))
+    return DaliLoader(open_reading(data_path, options, held=HELD))
 
 
 def batches_ahead(options):
@@ -70,7 +75,7 @@ class DaliLoader:
         self._epoch = 0
         self._start = 0
         self._size = options.crop_size
-        self._source = _Feed(source.reader)
+        self._source = _Feed(source.reader, options.timeout)
         self._iterator = None
 
     def __len__(self):
@@ -95,6 +100,7 @@ class DaliLoader:
             self._iterator = None  # DALI's state after a failure is unknown: the next pass builds afresh
             raise
         finally:
+            self._source.stop()
             this_pass.close()
 
     def _start_pass(self):
@@ -125,32 +131,63 @@ class DaliLoader:
 
 class _Feed:
     """DALI's external source: the planned batches as (JPEG byte arrays, int64 labels, float32 sides: each output
-    image's side). It holds no reference to the loader, so dropping the loader frees the pipeline at once (a cycle
-    would leave it to the garbage collector, which might run it in a forked worker process)."""
+    image's side). DALI calls it inside next(), on the thread that launches the model, so the per-sample work (the
+    pass's gate on the cache, a pread and an array per sample) is done ahead by a feeder thread, FED_AHEAD batches
+    at most, in the pass's order; the call only takes the next batch. It holds no reference to the loader, so
+    dropping the loader frees the pipeline at once (a cycle would leave it to the garbage collector, which might run
+    it in a forked worker process)."""
 
-    def __init__(self, reader):
+    def __init__(self, reader, timeout):
         self.reader = reader
+        self._timeout = timeout  # the longest wait for the feeder's next batch
         self._pass = Pass([])
         self._size = None  # set with each pass's plan
-        self._batches = iter(())
         self._read = 0
         self._given = collections.deque(maxlen=GIVEN)  # sample numbers of the batches DALI holds
+        self._feeder = None  # (its queue of batches, its stop event) for the planned pass
 
     def plan(self, this_pass, size):
         """Hand out `this_pass`'s batches, for `size` x `size` images."""
-        self._pass = this_pass
-        self._size = size
-        self._batches = iter(this_pass)
-        self._read = 0
+        self.stop()
+        self._pass, self._size, self._read = this_pass, size, 0
         self._given.clear()
+        ready, stopped = queue.Queue(FED_AHEAD), threading.Event()
+        threading.Thread(target=self._feed, args=(iter(this_pass), ready, stopped), name="dali-feed",
+                         daemon=True).start()
+        self._feeder = (ready, stopped)
+
+    def stop(self):
+        """Stop the planned pass's feeder (it ends at its next batch; a daemon, it never holds the process)."""
+        if self._feeder is not None:
+            self._feeder[1].set()
+            self._feeder = None
+
+    def _feed(self, batches, ready, stopped):
+        try:
+            for indices in batches:
+                jpegs, labels = [], np.empty(len(indices), np.int64)
+                for k, i in enumerate(indices):
+                    data, labels[k] = self.reader.read(i)
+                    jpegs.append(np.frombuffer(data, np.uint8))
+                if not _put(ready, (indices, jpegs, labels), stopped):
+                    return
+            _put(ready, StopIteration(), stopped)  # ends DALI's epoch
+        except Exception as error:  # raised to DALI's caller, as when the source read on its thread
+            _put(ready, error, stopped)
 
     def __call__(self):
-        indices = next(self._batches)  # StopIteration ends DALI's epoch
+        if self._feeder is None:  # no pass planned (or it was left): DALI's epoch is over
+            raise StopIteration
+        try:
+            batch = self._feeder[0].get(timeout=self._timeout)
+        except queue.Empty:
+            raise DataTimeout(f"waited {self._timeout:g} s for batch {self._read} of the pass from the DALI feed "
+                              "thread") from None
+        if isinstance(batch, Exception):
+            self._feeder[0].put(batch)  # DALI may ask again: the pass stays ended (or failed)
+            raise batch
+        indices, jpegs, labels = batch
         self._given.append(indices)
-        jpegs, labels = [], np.empty(len(indices), np.int64)
-        for k, i in enumerate(indices):
-            data, labels[k] = self.reader.read(i)
-            jpegs.append(np.frombuffer(data, np.uint8))
         # The batches DALI holds are read again to find one it cannot decode: their shards stay until they leave.
         self._pass.consumed(self._read - self._given.maxlen)
         self._read += 1
@@ -177,6 +214,17 @@ class _Feed:
                 except (CorruptImage, CorruptLabel) as reason:
                     return f"{self.reader.describe(i)} ({reason})"
         return None
+
+
+def _put(ready, item, stopped):
+    """Put `item` on `ready` once there is room, unless the feeder is stopped first; whether it was put."""
+    while not stopped.is_set():
+        try:
+            ready.put(item, timeout=STOP_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _pipeline(source, options):
