@@ -36,9 +36,10 @@ import torch
 
 import pipeline
 import trainer
-from bench import colours, results
+from bench import acceptance, colours, results
 from bench.data import imagenet_sized_shards
 from bench.train import trainer_report, verdict
+from common.atomic import write_atomically
 from common.cli import Parser, prepped_images
 from prep import imagenet as prep_imagenet
 from trainer.args import as_argv
@@ -84,14 +85,18 @@ def parse_args(argv):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="include the torch.compile steps (default: on a GPU; on a CPU they take minutes of C++ "
                         "builds)")
-    results.add_option(p, "--out-dir")  # --out-dir: its earlier name
+    p.add_argument("--full", action="store_true",
+                   help="also the acceptance of a GPU machine (bench.acceptance): training methods, exact resume, "
+                        "SIGTERM, and the figures beside their references; a short markdown report beside the JSON")
+    results.add_option(p, "--out", "--out-dir")  # --out-dir: its earlier name
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here; run with --device cpu for the CPU subset")
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.compile = args.device.type == "cuda" if args.compile is None else args.compile
-    old_name = any(arg.split("=")[0] == "--out-dir" for arg in argv or ())
-    results.check_option(p, args, "--out-dir" if old_name else "--results")
+    spelled = next((arg.split("=")[0] for arg in argv or () if arg.split("=")[0] in ("--out", "--out-dir")),
+                   "--results")
+    results.check_option(p, args, spelled)
     if args.data_path:
         check_data(p, args)
     return args
@@ -119,13 +124,18 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         data = colour_data(scratch)
-        for check in (loader_checks(data, args.device), step_checks(args, scratch), [ddp_check(args, scratch)],
-                      speed_checks(args, scratch)):
+        checks = [loader_checks(data, args.device), step_checks(args, scratch), [ddp_check(args, scratch)],
+                  speed_checks(args, scratch)]
+        if args.full:
+            checks.append(acceptance.full_checks(args, scratch, data, checked))
+        for check in checks:
             for row in check:
                 rows.append(row)
                 print(f"{row.check:<44} {row.result:<8} {row.figure}", flush=True)
     print_table(rows, time.perf_counter() - started)
     path = save(rows, args)
+    if args.full:
+        write_atomically(path.with_suffix(".md"), markdown(rows, time.perf_counter() - started, args))
     failed = [row for row in rows if row.result == FAIL]
     print(f"saved {path}" + (f"; {len(failed)} check(s) FAILED: send that file and this table with the report"
                              if failed else ""))
@@ -358,6 +368,16 @@ def print_table(rows, seconds):
         checks = [row.check for row in rows if row.result == result]
         if checks:
             print(f"{heading}: {', '.join(checks)}")
+
+
+def markdown(rows, seconds, args):
+    """The table as a short markdown report: what a GPU machine's acceptance sends back."""
+    lines = [f"# bench doctor --full on {args.device.type} ({seconds:.0f} s)", "", "| check | result | figure |",
+             "|---|---|---|"]
+    lines += [f"| {row.check} | {row.result} | {row.figure.replace('|', '/')} |" for row in rows]
+    failed = [row.check for row in rows if row.result == FAIL]
+    lines += ["", f"FAILED: {', '.join(failed)}" if failed else "No check failed."]
+    return "\n".join(lines) + "\n"
 
 
 def save(rows, args):

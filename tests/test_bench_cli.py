@@ -86,3 +86,14 @@ def test_the_agreement_bench_times_both_ways_on_the_same_ranks_and_prints_their_
     assert re.search(r"one step late / blocking, wall time per step: \d+\.\d+x", printed)
     saved = json.loads(next(tmp_path.glob("agreement-*.json")).read_text())
     assert set(saved["ways"]) == set(agreement.WAYS) and saved["ratio"] > 0
+
+
+def test_the_gpu_acceptance_script_says_in_one_line_what_it_needs_where_there_is_no_cuda(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(["bash", "scripts/gpu_acceptance.sh", str(tmp_path / "wheels"), str(tmp_path / "out")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "has no torch and torchvision with a CUDA device" in done.stderr

@@ -1,5 +1,7 @@
-"""`python -m bench doctor` on this CPU machine: the CPU subset passes (fp16 autocast, which works but has no fast
-CPU kernels, warns), the GPU checks say why they did not run, and the JSON a user would send holds every row."""
+"""`python -m bench doctor --full` on this CPU machine, the GPU acceptance's dry run: the CPU subset passes (fp16
+autocast, which works but has no fast CPU kernels, warns), the GPU checks say why they did not run, the acceptance's
+checks pass (the training methods, exact resume, SIGTERM, the figures beside their references), and the JSON and the
+markdown report a user would send hold every row."""
 import json
 import subprocess
 import sys
@@ -8,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_doctor_runs_the_cpu_subset_and_names_what_it_could_not_run(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench", "doctor", "--device", "cpu", "--out-dir", tmp_path],
+def test_doctor_full_runs_the_cpu_subset_and_names_what_it_could_not_run(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "doctor", "--device", "cpu", "--full", "--out", tmp_path],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     saved = json.loads(next(tmp_path.glob("doctor-*.json")).read_text())
@@ -28,3 +30,14 @@ def test_doctor_runs_the_cpu_subset_and_names_what_it_could_not_run(tmp_path):
     assert rows["bottleneck"]["figure"].split(":")[0] in ("compute-bound", "data-bound", "data-bound (shared cores)")
     assert "torch " in rows["versions"]["figure"] and "no CUDA device" in rows["versions"]["figure"]
     assert "not run here: loader dali on cpu" in done.stdout
+    acceptance = {"method EMA", "method mixup + CutMix", "method progressive resizing", "method --accumulate 2",
+                  "stop mid-epoch, resume: the unbroken run's weights",
+                  "SIGTERM: checkpoint, exit 75, the same command goes on",
+                  "ceiling: synthetic loader img/s", "cpu loader on JPEGs: share of the ceiling"}
+    assert acceptance <= passed
+    assert rows["stop mid-epoch, resume: the unbroken run's weights"]["figure"] == "bit-identical"
+    assert "16 px" in rows["method progressive resizing"]["figure"]
+    assert "MLPerf Training, per H200 7,900" in rows["ceiling: synthetic loader img/s"]["figure"]
+    report = next(tmp_path.glob("doctor-*.md")).read_text()
+    assert report.startswith("# bench doctor --full on cpu") and report.endswith("No check failed.\n")
+    assert all(f"| {check} | pass |" in report for check in acceptance)

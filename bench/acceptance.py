@@ -1,0 +1,190 @@
+"""`python -m bench doctor --full`: the doctor's checks, then what a first run on a GPU machine must also show, in
+one command, each through the trainer's public entry points (trainer.configure/run, `python -m trainer`):
+- the training methods under the host-sync guard: EMA, mixup + CutMix, progressive resizing (the img/s of each
+  resolution), --accumulate;
+- a run stopped mid-epoch and resumed ends with the weights of the unbroken run (bit for bit, or the largest
+  difference said);
+- SIGTERM mid-run: a checkpoint, exit status 75, and the same command goes on from it;
+- the figures, each beside its reference: ResNet-50 (a GPU; resnet18 on a CPU) AMP channels_last img/s on the
+  synthetic loader (the model-bound ceiling) beside published per-GPU figures; the `cpu` loader feeding the same
+  model on real JPEGs (its share of that ceiling, its data wait); the trainer process's CPU time per batch; and the
+  step time eager against compiled (with --compile).
+Sized by device: on a CPU it is a dry run of every path in a few minutes (the tests run it), with the GPU-only
+references marked as such.
+"""
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+
+import pipeline
+import trainer
+from bench.data import imagenet_sized_shards
+from bench.train import trainer_config, trainer_report
+from trainer.args import as_argv
+from trainer.preempt import EXIT_PREEMPTED
+
+# Published ResNet-50 training throughput per GPU, the ceiling's references (not measured here).
+REFERENCES = {"DeepLearningExamples, AMP, per A100": 2470, "MLPerf Training, per H200": 7900}
+SIZES = {
+    "cuda": dict(model="resnet50", crop=224, batch=256, steps=40, skip=10, method_crop=128, method_batch=64),
+    "cpu": dict(model="resnet18", crop=32, batch=8, steps=6, skip=2, method_crop=32, method_batch=8),
+}
+SIGTERM_WAIT_S = 120.0
+
+
+def full_checks(args, scratch, data, checked):
+    """The rows of the acceptance's checks; `data`: the doctor's colour-coded shards, `checked`: its Row maker."""
+    sizes = SIZES[args.device.type]
+    for name, settings in _methods(sizes).items():
+        yield checked(f"method {name}", lambda settings=settings, name=name: _method(args, sizes, settings,
+                                                                                    scratch / f"method-{name}"))
+    yield checked("stop mid-epoch, resume: the unbroken run's weights", lambda: _resume(args, data, scratch))
+    yield checked("SIGTERM: checkpoint, exit 75, the same command goes on", lambda: _sigterm(args, scratch))
+    yield from _figures(args, sizes, scratch, checked)
+
+
+def _base(args, sizes, out, **settings):
+    return dict(device=args.device.type, model=sizes["model"], crop_size=sizes["method_crop"],
+                val_size=round(sizes["method_crop"] * 8 / 7), batch_size=sizes["method_batch"], workers=2,
+                amp="bf16" if args.device.type == "cuda" else "off", channels_last=args.device.type == "cuda",
+                print_freq=1, skip_steps=1, eval_step_per_epoch=1, output_dir=str(out), **settings)
+
+
+def _methods(sizes):
+    smallest = max(16, sizes["method_crop"] // 2)
+    return {"EMA": dict(ema=0.99), "mixup + CutMix": dict(mixup=0.2, cutmix=1.0),
+            "progressive resizing": dict(min_res=smallest, start_ramp=0, end_ramp=1, res_multiple=8, epochs=3),
+            "--accumulate 2": dict(accumulate=2)}
+
+
+def _method(args, sizes, settings, out):
+    """A short synthetic-data run of the method under --check-syncs: finite losses; the img/s of each resolution."""
+    settings = {"epochs": 2, **settings}
+    config = trainer.configure(**_base(args, sizes, out, loader=pipeline.CEILING, training_step_per_epoch=4,
+                                       check_syncs=True, compile=args.compile, **settings))
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = trainer.run(config)
+    losses = _losses(out)
+    _expect(losses and all(math.isfinite(loss) for loss in losses), f"losses {losses}")
+    by_side = {}
+    for _, fps, side in report["train_fps_windows"]:
+        by_side.setdefault(side, []).append(fps)
+    rates = ", ".join(f"{side or config.crop_size} px {sum(f) / len(f):.0f} img/s" for side, f in by_side.items())
+    return f"{report['global_step']} steps, losses finite, no host sync; {rates}"
+
+
+def _resume(args, data, scratch):
+    """An unbroken run against one stopped at --stop-step-num mid-epoch and run again: the final weights."""
+    sizes = SIZES[args.device.type]
+    settings = {**_base(args, sizes, None), "loader": "cpu", "data_path": str(data), "epochs": 2,
+                "training_step_per_epoch": 4, "seed": 5, "crop_size": 32, "val_size": 36, "batch_size": 8}
+    finals = {}
+    for name, stops in (("unbroken", ()), ("resumed", (3,))):
+        out = scratch / f"resume-{name}"
+        with contextlib.redirect_stdout(io.StringIO()):
+            for stop in stops:
+                trainer.run(trainer.configure(**{**settings, "output_dir": str(out), "stop_step_num": stop}))
+            trainer.run(trainer.configure(**{**settings, "output_dir": str(out)}))
+        finals[name] = torch.load(out / "checkpoint.pth", weights_only=True, map_location="cpu")["model"]
+    worst = max((finals["unbroken"][k].float() - finals["resumed"][k].float()).abs().max().item()
+                for k in finals["unbroken"])
+    _expect(worst < 1e-2, f"the resumed run's weights differ from the unbroken run's by up to {worst:.3g}")
+    return "bit-identical" if worst == 0 else f"largest difference {worst:.3g} (cuDNN's autotuned kernels)"
+
+
+def _sigterm(args, scratch):
+    """`python -m trainer` stopped by SIGTERM once it trains: exit 75 with a checkpoint; then it goes on from it."""
+    sizes, out = SIZES[args.device.type], scratch / "sigterm"
+    command = [sys.executable, "-m", "trainer", *as_argv(_base(args, sizes, out, loader=pipeline.CEILING, epochs=1,
+                                                                training_step_per_epoch=100000))]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        _wait_for_steps(run, 3)
+        run.send_signal(signal.SIGTERM)
+        printed, _ = run.communicate(timeout=SIGTERM_WAIT_S)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    _expect(run.returncode == EXIT_PREEMPTED, f"exit status {run.returncode}: {printed.strip()[-300:]}")
+    saved = torch.load(out / "checkpoint.pth", weights_only=True, map_location="cpu")["position"]["global_step"]
+    goes_on = subprocess.run([*command, "--stop-step-num", str(saved + 1)], capture_output=True, text=True,
+                             timeout=SIGTERM_WAIT_S)
+    _expect(goes_on.returncode == 0 and f"global step {saved}" in goes_on.stdout,
+            f"the same command after the stop: exit {goes_on.returncode}: {goes_on.stdout.strip()[-300:]}")
+    return f"stopped at global step {saved} with a checkpoint, exit {EXIT_PREEMPTED}; the same command resumed it"
+
+
+def _wait_for_steps(run, steps):
+    deadline = time.monotonic() + SIGTERM_WAIT_S
+    for line in run.stdout:
+        if line.startswith(f"epoch 0 step {steps}/"):
+            return
+        _expect(time.monotonic() < deadline, f"no step {steps} within {SIGTERM_WAIT_S:g} s")
+    _expect(False, f"the trainer ended before step {steps} (exit {run.wait()})")
+
+
+def _figures(args, sizes, scratch, checked):
+    """The ceiling beside its references, the cpu loader's share of it, the host CPU per batch, eager vs compiled."""
+    run = SimpleNamespace(device=args.device.type, model=sizes["model"], batch_size=sizes["batch"],
+                          crop_size=sizes["crop"], steps=sizes["steps"], skip_steps=sizes["skip"],
+                          print_freq=sizes["steps"], amp="bf16" if args.device.type == "cuda" else "off",
+                          channels_last=args.device.type == "cuda", workers=None)
+    data = imagenet_sized_shards(sizes["batch"] * (sizes["steps"] + sizes["skip"]))
+    found = {}
+    yield checked("ceiling: synthetic loader img/s", lambda: _ceiling(run, data, scratch, found))
+    yield checked("cpu loader on JPEGs: share of the ceiling", lambda: _fed(run, data, scratch, found))
+    if args.compile:
+        yield checked("step time, eager vs compiled", lambda: _compiled(run, data, scratch, found))
+
+
+def _ceiling(run, data, scratch, found):
+    found["ceiling"] = trainer_report(run, data, pipeline.CEILING, scratch / "ceiling")
+    fps = found["ceiling"]["train_fps_mean"]
+    against = "; ".join(f"{name} {value:,}" for name, value in REFERENCES.items())
+    where = "" if run.device == "cuda" else " (the references are ResNet-50 per GPU; this is the CPU's dry run)"
+    return f"{fps:,.0f} img/s ({run.model} {run.crop_size} px, batch {run.batch_size}, amp {run.amp}); " \
+           f"published: {against}{where}"
+
+
+def _fed(run, data, scratch, found):
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    report = trainer_report(run, data, "cpu", scratch / "fed")
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    host = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / report["global_step"]
+    share = report["train_fps_mean"] / found["ceiling"]["train_fps_mean"] if "ceiling" in found else math.nan
+    return f"{report['train_fps_mean']:,.0f} img/s = {share:.0%} of the ceiling, data wait " \
+           f"{report['data_wait_share']:.0%}; the trainer process's CPU {host * 1e3:.1f} ms per batch " \
+           "(launching the model and the loader's share in it; its workers besides; on a CPU the model too)"
+
+
+def _compiled(run, data, scratch, found):
+    config = dataclasses.replace(trainer_config(run, data, pipeline.CEILING, scratch / "compiled"), compile=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        compiled = trainer.run(config)
+    eager = found["ceiling"]["train_fps_mean"]
+    step = {name: run.batch_size / fps * 1e3 for name, fps in (("eager", eager),
+                                                               ("compiled", compiled["train_fps_mean"]))}
+    return f"eager {step['eager']:.1f} ms, compiled {step['compiled']:.1f} ms per step " \
+           f"({step['eager'] / step['compiled']:.2f}x)"
+
+
+def _losses(out):
+    records = map(json.loads, (out / "log.jsonl").read_text().splitlines())
+    return [record["loss"] for record in records if record["phase"] == "train"]
+
+
+def _expect(condition, message):
+    if not condition:
+        raise AssertionError(message)
