@@ -18,10 +18,12 @@ import io
 import json
 import math
 import os
+import queue
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -111,9 +113,10 @@ def _sigterm(args, scratch):
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
     try:
-        _wait_for_steps(run, 3)
+        lines = _wait_for_steps(run, 3)
         run.send_signal(signal.SIGTERM)
-        printed, _ = run.communicate(timeout=SIGTERM_WAIT_S)
+        run.wait(timeout=SIGTERM_WAIT_S)
+        printed = "".join(iter(lines.get, None))
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
@@ -127,12 +130,21 @@ def _sigterm(args, scratch):
 
 
 def _wait_for_steps(run, steps):
+    """Until the trainer prints step `steps`'s line; a line that does not come within SIGTERM_WAIT_S fails. The
+    lines are read on a thread, so that the wait has its deadline whatever the trainer does."""
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in run.stdout] + [lines.put(None)],
+                     daemon=True).start()
     deadline = time.monotonic() + SIGTERM_WAIT_S
-    for line in run.stdout:
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no step {steps} within {SIGTERM_WAIT_S:g} s") from None
+        if line is None:
+            raise AssertionError(f"the trainer ended before step {steps} (exit {run.wait()})")
         if line.startswith(f"epoch 0 step {steps}/"):
-            return
-        _expect(time.monotonic() < deadline, f"no step {steps} within {SIGTERM_WAIT_S:g} s")
-    _expect(False, f"the trainer ended before step {steps} (exit {run.wait()})")
+            return lines
 
 
 def _figures(args, sizes, scratch, checked):
