@@ -5,10 +5,11 @@ one command, each through the trainer's public entry points (trainer.configure/r
 - a run stopped mid-epoch and resumed ends with the weights of the unbroken run (bit for bit, or the largest
   difference said);
 - SIGTERM mid-run: a checkpoint, exit status 75, and the same command goes on from it;
-- the figures, each beside its reference: ResNet-50 (a GPU; resnet18 on a CPU) AMP channels_last img/s on the
-  synthetic loader (the model-bound ceiling) beside published per-GPU figures; the `cpu` loader feeding the same
-  model on real JPEGs (its share of that ceiling, its data wait); the trainer process's CPU time per batch; and the
-  step time eager against compiled (with --compile).
+- the figures, each beside its reference, from the doctor's throughput runs (which --full sizes on a GPU as the
+  published figures are: ResNet-50 AMP bf16 channels_last, batch 256 at 224): the synthetic loader's img/s (the
+  model-bound ceiling) beside published per-GPU figures; the `cpu` loader feeding the same model on real JPEGs (its
+  share of that ceiling, its data wait, this process's CPU per batch); and the step time eager against compiled
+  (with --compile).
 Sized by device: on a CPU it is a dry run of every path in a few minutes (the tests run it), with the GPU-only
 references marked as such.
 """
@@ -19,41 +20,39 @@ import json
 import math
 import os
 import queue
-import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import torch
 
 import pipeline
 import trainer
-from bench.data import imagenet_sized_shards
-from bench.train import trainer_config, trainer_report
+from bench.train import trainer_config
 from trainer.args import as_argv
 from trainer.preempt import EXIT_PREEMPTED
 
 # Published ResNet-50 training throughput per GPU, the ceiling's references (not measured here).
 REFERENCES = {"DeepLearningExamples, AMP, per A100": 2470, "MLPerf Training, per H200": 7900}
-SIZES = {
-    "cuda": dict(model="resnet50", crop=224, batch=256, steps=40, skip=10, method_crop=128, method_batch=64),
-    "cpu": dict(model="resnet18", crop=32, batch=8, steps=6, skip=2, method_crop=32, method_batch=8),
-}
+SIZES = {"cuda": dict(model="resnet50", method_crop=128, method_batch=64),
+         "cpu": dict(model="resnet18", method_crop=32, method_batch=8)}
+# The doctor's throughput runs as the acceptance sizes them: ResNet-50 at the published figures' batch and crop.
+SPEED = {"cuda": dict(speed_model="resnet50", speed_crop=224, speed_batch=256, speed_steps=40, speed_skip=10)}
 SIGTERM_WAIT_S = 120.0
 
 
-def full_checks(args, scratch, data, checked):
-    """The rows of the acceptance's checks; `data`: the doctor's colour-coded shards, `checked`: its Row maker."""
+def full_checks(args, scratch, data, checked, run, measured):
+    """The rows of the acceptance's checks; `data`: the doctor's colour-coded shards, `checked`: its Row maker;
+    `run` and `measured`: its throughput runs' settings and reports."""
     sizes = SIZES[args.device.type]
     for name, settings in _methods(sizes).items():
         yield checked(f"method {name}", lambda settings=settings, name=name: _method(args, sizes, settings,
                                                                                     scratch / f"method-{name}"))
     yield checked("stop mid-epoch, resume: the unbroken run's weights", lambda: _resume(args, data, scratch))
     yield checked("SIGTERM: checkpoint, exit 75, the same command goes on", lambda: _sigterm(args, scratch))
-    yield from _figures(args, sizes, scratch, checked)
+    yield from _figures(args, scratch, run, measured, checked)
 
 
 def _base(args, sizes, out, **settings):
@@ -147,47 +146,43 @@ def _wait_for_steps(run, steps):
             return lines
 
 
-def _figures(args, sizes, scratch, checked):
-    """The ceiling beside its references, the cpu loader's share of it, the host CPU per batch, eager vs compiled."""
-    run = SimpleNamespace(device=args.device.type, model=sizes["model"], batch_size=sizes["batch"],
-                          crop_size=sizes["crop"], steps=sizes["steps"], skip_steps=sizes["skip"],
-                          print_freq=sizes["steps"], amp="bf16" if args.device.type == "cuda" else "off",
-                          channels_last=args.device.type == "cuda", workers=None)
-    data = imagenet_sized_shards(sizes["batch"] * (sizes["steps"] + sizes["skip"]))
-    found = {}
-    yield checked("ceiling: synthetic loader img/s", lambda: _ceiling(run, data, scratch, found))
-    yield checked("cpu loader on JPEGs: share of the ceiling", lambda: _fed(run, data, scratch, found))
+def _figures(args, scratch, run, measured, checked):
+    """From the doctor's throughput runs (`measured`): the ceiling beside its references, the cpu loader's share of
+    it; and with --compile, the ceiling's step time eager against compiled."""
+    yield checked("ceiling: synthetic loader img/s", lambda: _ceiling(run, measured))
+    yield checked("cpu loader on JPEGs: share of the ceiling", lambda: _fed(measured))
     if args.compile:
-        yield checked("step time, eager vs compiled", lambda: _compiled(run, data, scratch, found))
+        yield checked("step time, eager vs compiled", lambda: _compiled(run, scratch, measured))
 
 
-def _ceiling(run, data, scratch, found):
-    found["ceiling"] = trainer_report(run, data, pipeline.CEILING, scratch / "ceiling")
-    fps = found["ceiling"]["train_fps_mean"]
+def _measured(measured, loader):
+    _expect(loader in measured, f"the {loader} loader's throughput run did not pass (its row says why)")
+    return measured[loader]
+
+
+def _ceiling(run, measured):
+    fps = _measured(measured, pipeline.CEILING)["train_fps_mean"]
     against = "; ".join(f"{name} {value:,}" for name, value in REFERENCES.items())
     where = "" if run.device == "cuda" else " (the references are ResNet-50 per GPU; this is the CPU's dry run)"
     return f"{fps:,.0f} img/s ({run.model} {run.crop_size} px, batch {run.batch_size}, amp {run.amp}); " \
            f"published: {against}{where}"
 
 
-def _fed(run, data, scratch, found):
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    report = trainer_report(run, data, "cpu", scratch / "fed")
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    host = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / report["global_step"]
-    share = report["train_fps_mean"] / found["ceiling"]["train_fps_mean"] if "ceiling" in found else math.nan
-    return f"{report['train_fps_mean']:,.0f} img/s = {share:.0%} of the ceiling, data wait " \
-           f"{report['data_wait_share']:.0%}; the trainer process's CPU {host * 1e3:.1f} ms per batch " \
-           "(launching the model and the loader's share in it; its workers besides; on a CPU the model too)"
+def _fed(measured):
+    ceiling, fed = _measured(measured, pipeline.CEILING), _measured(measured, "cpu")
+    return f"{fed['train_fps_mean'] / ceiling['train_fps_mean']:.0%} of the ceiling, data wait " \
+           f"{fed['data_wait_share']:.0%}; this process's CPU {fed['host_s_per_batch'] * 1e3:.1f} ms per batch " \
+           "(launching the model and the loader's share; its workers besides; on a CPU the model too)"
 
 
-def _compiled(run, data, scratch, found):
-    config = dataclasses.replace(trainer_config(run, data, pipeline.CEILING, scratch / "compiled"), compile=True)
+def _compiled(run, scratch, measured):
+    eager = _measured(measured, pipeline.CEILING)
+    config = dataclasses.replace(trainer_config(run, eager["data_path"], pipeline.CEILING, scratch / "compiled"),
+                                 compile=True)
     with contextlib.redirect_stdout(io.StringIO()):
         compiled = trainer.run(config)
-    eager = found["ceiling"]["train_fps_mean"]
-    step = {name: run.batch_size / fps * 1e3 for name, fps in (("eager", eager),
-                                                               ("compiled", compiled["train_fps_mean"]))}
+    step = {name: run.batch_size / report["train_fps_mean"] * 1e3 for name, report in (("eager", eager),
+                                                                                          ("compiled", compiled))}
     return f"eager {step['eager']:.1f} ms, compiled {step['compiled']:.1f} ms per step " \
            f"({step['eager'] / step['compiled']:.2f}x)"
 

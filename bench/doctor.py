@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -105,16 +106,15 @@ def parse_args(argv):
 def check_data(parser, args):
     """--data-path is a prep output with enough train images for the throughput runs."""
     found = parser.prep_output("--data-path", args.data_path)
-    images, needed = prepped_images(found, "train"), speed_images(args.device.type)
+    images, needed = prepped_images(found, "train"), speed_images(speed_run(args))
     if images < needed:
         parser.error(f"--data-path {args.data_path} has {images} train images; the throughput runs on "
                      f"{args.device.type} read {needed}")
 
 
-def speed_images(device_type):
+def speed_images(run):
     """Train images the throughput runs read: one epoch of their steps."""
-    sizes = SIZES[device_type]
-    return sizes["speed_batch"] * (sizes["speed_steps"] + sizes["speed_skip"])
+    return run.batch_size * (run.steps + run.skip_steps)
 
 
 def main(argv=None):
@@ -124,10 +124,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         data = colour_data(scratch)
+        run, measured = speed_run(args), {}
         checks = [loader_checks(data, args.device), step_checks(args, scratch), [ddp_check(args, scratch)],
-                  speed_checks(args, scratch)]
+                  speed_checks(args, scratch, run, measured)]
         if args.full:
-            checks.append(acceptance.full_checks(args, scratch, data, checked))
+            checks.append(acceptance.full_checks(args, scratch, data, checked, run, measured))
         for check in checks:
             for row in check:
                 rows.append(row)
@@ -329,16 +330,20 @@ def _ddp_run(args, ranks, out):
 
 # --- throughput ---------------------------------------------------------------------------------------------
 
-def speed_checks(args, scratch):
-    sizes = SIZES[args.device.type]
+def speed_run(args):
+    """The throughput runs' settings (bench.train's), as --full sizes them on a GPU."""
+    sizes = {**SIZES[args.device.type], **(acceptance.SPEED.get(args.device.type, {}) if args.full else {})}
+    return SimpleNamespace(device=args.device.type, model=sizes["speed_model"], batch_size=sizes["speed_batch"],
+                           crop_size=sizes["speed_crop"], steps=sizes["speed_steps"], skip_steps=sizes["speed_skip"],
+                           print_freq=sizes["speed_steps"], amp="bf16" if args.device.type == "cuda" else "off",
+                           channels_last=args.device.type == "cuda", workers=None)
+
+
+def speed_checks(args, scratch, run, measured):
+    """img/s of the trainer fed by each loader (into `measured`: loader -> its report), and the bottleneck."""
     usable = pipeline.available_backends(args.device.type == "cuda")
     loaders = [pipeline.CEILING, *(b for b in pipeline.DATA_BACKENDS if b in usable)]
-    run = SimpleNamespace(device=args.device.type, model=sizes["speed_model"], batch_size=sizes["speed_batch"],
-                          crop_size=sizes["speed_crop"], steps=sizes["speed_steps"], skip_steps=sizes["speed_skip"],
-                          print_freq=sizes["speed_steps"], amp="bf16" if args.device.type == "cuda" else "off",
-                          channels_last=args.device.type == "cuda", workers=None)
-    data = args.data_path or imagenet_sized_shards(speed_images(args.device.type))
-    measured = {}
+    data = args.data_path or imagenet_sized_shards(speed_images(run))
     for loader in loaders:
         row = checked(f"img/s {loader}", lambda loader=loader: _speed(run, data, loader, scratch, measured))
         yield row
@@ -350,10 +355,16 @@ def speed_checks(args, scratch):
 
 
 def _speed(run, data, loader, scratch, measured):
+    before = resource.getrusage(resource.RUSAGE_SELF)
     report = trainer_report(run, data, loader, scratch / f"speed-{loader}")
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    report["host_s_per_batch"] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / \
+        report["global_step"]
+    report["data_path"] = str(data)
     measured[loader] = report
-    return f"{report['train_fps_mean']:.0f} img/s, data wait {report['data_wait_share']:.0%} " \
-           f"({run.model} {run.crop_size} px, batch {run.batch_size}, amp {run.amp})"
+    return f"{report['train_fps_mean']:.0f} img/s, data wait {report['data_wait_share']:.0%}, this process's CPU " \
+           f"{report['host_s_per_batch'] * 1e3:.1f} ms per batch ({run.model} {run.crop_size} px, batch " \
+           f"{run.batch_size}, amp {run.amp})"
 
 
 # --- output ---------------------------------------------------------------------------------------------------
