@@ -16,7 +16,6 @@ references marked as such.
 import contextlib
 import dataclasses
 import io
-import json
 import math
 import os
 import queue
@@ -33,6 +32,7 @@ import trainer
 from bench.train import trainer_config
 from trainer.args import as_argv
 from trainer.preempt import EXIT_PREEMPTED
+from trainer.report import read_log
 
 # Published ResNet-50 training throughput per GPU, the ceiling's references (not measured here).
 REFERENCES = {"DeepLearningExamples, AMP, per A100": 2470, "MLPerf Training, per H200": 7900}
@@ -188,8 +188,7 @@ def _compiled(run, scratch, measured):
 
 
 def _losses(out):
-    records = map(json.loads, (out / "log.jsonl").read_text().splitlines())
-    return [record["loss"] for record in records if record["phase"] == "train"]
+    return [record["loss"] for record in read_log(out, "train")]
 
 
 def _expect(condition, message):

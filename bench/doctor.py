@@ -45,6 +45,7 @@ from common.cli import Parser, prepped_images
 from prep import imagenet as prep_imagenet
 from trainer.args import as_argv
 from trainer.footprint import SLOW_FP16
+from trainer.report import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 PASS, WARN, FAIL, NOT_RUN = "pass", "warn", "FAIL", "not run"
@@ -296,8 +297,7 @@ def _step_run(args, settings, out, speeds, key):
 
 
 def _train_losses(out):
-    records = map(json.loads, (out / "log.jsonl").read_text().splitlines())
-    return [record["loss"] for record in records if record["phase"] == "train"]
+    return [record["loss"] for record in read_log(out, "train")]
 
 
 # --- DDP ----------------------------------------------------------------------------------------------------

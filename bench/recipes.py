@@ -36,7 +36,6 @@ train and 50 validation images of 64-160 px is made once under build/bench/recip
 minutes on 2 cores. Results: a table, recipes-<machine>.json and a PNG beside it in --results (default
 ./bench-results).
 """
-import json
 import tempfile
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from bench.loaders import DALI_NEEDS
 from common.cli import Parser, integer, positive_number, prepped_images
 from trainer.args import as_argv
 from trainer.model import check_train_crop, classification_models
+from trainer.report import read_log
 
 ROOT = Path("build/bench/recipes")
 SAMPLE = dict(classes=10, train_per_class=400, val_per_class=50)
@@ -184,7 +184,7 @@ def measure(args, data_path, settings, out):
     resolution each epoch trained at and the validations over time."""
     report = trainer.run(trainer.configure(**shared_settings(args, data_path, out), **settings))
     flags = as_argv(settings)
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = read_log(out)
     trained_at = {r["epoch"]: r["resolution"] for r in records if r["phase"] == "train" and "resolution" in r}
     return {"flags": flags, "epochs": report["epochs"], "seed": args.seed,
             "resolutions": [trained_at.get(epoch) for epoch in range(report["epochs"])],

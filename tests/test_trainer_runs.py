@@ -13,6 +13,8 @@ import torch
 
 from trainer.fit import main
 from trainer.report import REPORT_KEYS
+from trainer.report import read_log as log_records
+from trainer.report import read_report as report
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--crop-size", "32", "--val-size", "36",
@@ -24,15 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def train(*args):
     return main(list(map(str, args)))
-
-
-def report(out):
-    return json.loads((out / "report.json").read_text())
-
-
-def log_records(out, phase):
-    lines = (out / "log.jsonl").read_text().splitlines()
-    return [record for record in map(json.loads, lines) if record["phase"] == phase]
 
 
 def val_samples(shards):

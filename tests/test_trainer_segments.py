@@ -2,7 +2,6 @@
 something it cannot honour silently. An evaluation needs weights (or --evaluate-untrained) and takes the
 checkpoint's validation sizes; a --resume directory without a checkpoint is refused; a finished run started again
 leaves its report alone; a resumed run's report sums its segments; a larger --epochs extends a finished run."""
-import json
 import shutil
 
 import pytest
@@ -10,6 +9,8 @@ import torch
 
 from trainer.args import parse_args
 from trainer.fit import main
+from trainer.report import read_log as log_records
+from trainer.report import read_report as report
 
 TINY = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--workers", "1"]
 SIZES = ["--crop-size", "32", "--val-size", "36"]
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def train(*args):
     return main(list(map(str, args)))
-
-
-def report(out):
-    return json.loads((out / "report.json").read_text())
-
-
-def log_records(out, phase):
-    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["phase"] == phase]
 
 
 def refused(capsys, *args):

@@ -17,6 +17,7 @@ REPORT_LINES = (("model", "local_rank", "batch_size", "epochs", "training_step_p
                 ("train_fps_mean", "train_fps_min", "train_fps_max", "training_time"))
 REPORT_KEYS = sum(REPORT_LINES, ())
 REPORT_FILE = "report.json"
+LOG_FILE = "log.jsonl"
 
 
 class Report(dict):
@@ -134,6 +135,16 @@ def make_report(**fields):
     return report
 
 
+def read_report(output_dir):
+    return json.loads((Path(output_dir) / REPORT_FILE).read_text())
+
+
+def read_log(output_dir, phase=None):
+    """The records of a run's log.jsonl, in order: all, or those of `phase` (train, val, val_ema, epoch)."""
+    records = map(json.loads, (Path(output_dir) / LOG_FILE).read_text().splitlines())
+    return [record for record in records if phase is None or record["phase"] == phase]
+
+
 def write_report(output_dir, report):
     path = Path(output_dir) / REPORT_FILE
     write_atomically(path, json.dumps(report, indent=1) + "\n")
@@ -152,7 +163,7 @@ class RunLog:
         self._pace_from = None  # (time, global step) of this segment's first progress line: its pace is since then
         self._epoch_started = None
         if enabled:
-            self.jsonl = open(Path(output_dir) / "log.jsonl", "a" if append else "w")  # noqa: SIM115 (open all run)
+            self.jsonl = open(Path(output_dir) / LOG_FILE, "a" if append else "w")  # noqa: SIM115 (open all run)
             self.tensorboard = _summary_writer(Path(output_dir) / "tensorboard")
 
     def train(self, epoch, step, steps, global_step, loss, lr, window):
