@@ -87,6 +87,17 @@ def wait_for_line(process, text, timeout=180):
     pytest.fail(f"ended ({process.wait()}) before saying {text!r}:\n{''.join(said)}")
 
 
+def stopped_once_training(run, send):
+    """`send(run)` once `run` prints its first training step; all it printed, once it has ended (in 90 s)."""
+    try:
+        said = wait_for_line(run, "epoch 0 step ")
+        send(run)
+        rest, _ = run.communicate(timeout=90)
+    finally:
+        kill_all(run)
+    return said + rest
+
+
 def kill_all(process):
     """Clean up after a failed test: the process and whatever of its group is left."""
     if process.poll() is None:
@@ -131,18 +142,15 @@ def test_a_stop_under_multiprocessing_distributed_exits_75_without_a_traceback(s
     run = start([sys.executable, "-m", "trainer", *TINY, "--data", sample_shards, "--output-dir", tmp_path / "out",
                  "--multiprocessing-distributed", "--device-list", "0,1", "--dist-backend", "gloo",
                  "--batch-size", 16, "--epochs", 1, "--training_step_per_epoch", 60, "--eval_step_per_epoch", 1])
-    try:
-        said = wait_for_line(run, "epoch 0 step ")  # training, on both ranks
+    def send(run):
         if how == "ctrl-c to the group":
             os.killpg(run.pid, signal.SIGINT)  # a terminal's Ctrl-C: the launcher, its ranks and their workers
         elif how == "sigterm to the launcher":
             os.kill(run.pid, signal.SIGTERM)  # a `kill`: the launcher forwards it
         else:
             os.killpg(run.pid, signal.SIGTERM)
-        rest, _ = run.communicate(timeout=90)
-    finally:
-        kill_all(run)
-    said += rest
+
+    said = stopped_once_training(run, send)  # training, on both ranks
     assert run.returncode == EXIT_PREEMPTED, said
     assert "exit status 75" in said and "Traceback" not in said and "exited" not in said, said
 
@@ -243,16 +251,10 @@ def test_a_stopped_script_exits_75_and_train_log_keeps_every_run(sample_shards, 
     logs = []
     for _ in range(2):  # the second run resumes, and its output goes after the first's
         run = start(command)
-        try:
-            said = wait_for_line(run, "epoch 0 step ")
-            if how == "sigterm to the script":
-                os.kill(run.pid, signal.SIGTERM)  # SLURM's or a `kill`, to the script's pid
-            else:
-                os.killpg(run.pid, signal.SIGINT)
-            rest, _ = run.communicate(timeout=90)
-        finally:
-            kill_all(run)
-        said += rest
+        if how == "sigterm to the script":
+            said = stopped_once_training(run, lambda run: os.kill(run.pid, signal.SIGTERM))  # SLURM's, a `kill`
+        else:
+            said = stopped_once_training(run, lambda run: os.killpg(run.pid, signal.SIGINT))
         assert run.returncode == EXIT_PREEMPTED, said
         assert "exit status 75" in said and "Final result" not in said and "Traceback" not in said, said
         logs.append((out / "train.log").read_text())
