@@ -4,11 +4,11 @@
                           [--keep DIR]
 
 The promise (pipeline.reading): make_loader refuses a configuration whose shards in flight cannot fit in
-`cache_limit`, at once, in one line naming cache_limit and the least limit that would do; any other configuration
+`cache_limit`, at once, in one line naming --cache-limit and the least limit that would do; any other configuration
 reads its epochs to the end. So each configuration must end in exactly one of two ways:
 
   refused    every rank's make_loader raised the same one-line refusal (common.errors.NoRoom, or a ValueError)
-             naming cache_limit, whose least limit is above the limit given (and is the one a probe at 1 byte was
+             naming --cache-limit, whose least limit is above the limit given (and is the one a probe at 1 byte was
              told);
   completed  every rank read len(loader) batches, the length sampling promises, each rank exactly its share of the
              epoch's shard-window order (pipeline.sampling), labels matching, with the window the cache limit gives,
@@ -259,11 +259,12 @@ def _run_row(row, rank, plan, deadline, known):
     loader = None
     try:
         def make(limit):
-            return pipeline.make_loader(plan["data"][row.data]["url"], "train", row.backend, row.batch, device="cpu",
-                                        crop_size=CROP, val_size=VAL_SIZE, workers=row.workers, seed=row.loader_seed,
-                                        accumulate=row.accumulate, window=row.window,
-                                        cache_dir=work / f"cache-{row.index}", cache_limit=limit,
-                                        timeout=max(5.0, 0.75 * deadline))
+            options = pipeline.DataOptions(loader=row.backend, batch_size=row.batch, crop_size=CROP,
+                                           val_size=VAL_SIZE, workers=row.workers, window=row.window,
+                                           cache_dir=work / f"cache-{row.index}", cache_limit=limit,
+                                           data_timeout=max(5.0, 0.75 * deadline))
+            return pipeline.make_loader(plan["data"][row.data]["url"], "train", options, device="cpu",
+                                        seed=row.loader_seed, accumulate=row.accumulate)
 
         least = known["least"] = _least_named(make)
         if row.limit == "edge":  # bisected on rank 0 alone, the others told
@@ -474,7 +475,7 @@ def _refusal_problems(row, ranks, outcome):
         yield f"the ranks' refusals differ: {sorted(messages)}"
     if "\n" in message.strip():
         yield f"the refusal is not one line: {message!r}"
-    if "cache_limit" not in message:
+    if "--cache-limit" not in message:
         yield f"make_loader refused, but not for the cache limit: {message}"
     elif least is None:
         yield f"the refusal names no least limit: {message}"

@@ -75,7 +75,7 @@ class DaliLoader:
         self._epoch = 0
         self._start = 0
         self._size = options.crop_size
-        self._source = _Feed(source.reader, options.timeout)
+        self._source = _Feed(source.reader, options.data_timeout)
         self._iterator = None
 
     def __len__(self):

@@ -1,5 +1,5 @@
 """The node-local cache's promise, tried on random configurations: make_loader either refuses a configuration at
-once, in one line naming cache_limit and the least limit that would do, or every rank reads its epochs to the end.
+once, in one line naming --cache-limit and the least limit that would do, or every rank reads its epochs to the end.
 Never a hang, never another error.
 
 A seeded sweep (bench.sweep, whose `python -m bench sweep --configs N --seed S` runs larger ones) of configurations
@@ -10,7 +10,7 @@ steps), accumulate, the window (asked, or what the limit gives), one or two epoc
 of the least limit a refusal names to four times it, or the smallest limit make_loader accepts (bisected). Each
 configuration must end in exactly one of:
 
-  refused    on every rank, the same one-line refusal (common.errors.NoRoom) naming cache_limit and a least limit
+  refused    on every rank, the same one-line refusal (common.errors.NoRoom) naming --cache-limit and a least limit
              above the one given;
   completed  on every rank, len(loader) batches (what pipeline.sampling promises), exactly the rank's share of the
              epoch's shard-window order with matching labels, the window the limit gives, the cache within its limit.
@@ -99,8 +99,8 @@ def test_a_rank_that_stops_mid_epoch_fails_its_row_with_every_ranks_stack(swept)
 
 ROW = sweep.Row(seed=0, index=0, data="d16", backend="cpu", batch=2, workers=1, world=2, accumulate=1, window=None,
                 limit="x0.5", epochs=(0,), loader_seed=0)
-REFUSAL = ("NoRoom: pipeline: cache_limit=100 bytes is less than the 300 bytes of shards that the ranks of a node may "
-           "be reading at once (batch 2, world size 2, accumulate 1); give at least 300")
+REFUSAL = ("NoRoom: pipeline: --cache-limit 100 bytes is less than the 300 bytes of shards that the ranks of a node "
+           "may be reading at once (batch 2, world size 2, accumulate 1); give at least 300")
 
 
 def refused(message=REFUSAL, limit=100, least=300):
