@@ -216,8 +216,8 @@ def _check_backend(data, backend, device):
 
 
 def _check_epoch(data, backend, device, split, dtype, channels_last):
-    loader = pipeline.make_loader(data, split, backend, LOADER_BATCH, device=device, dtype=dtype,
-                                  channels_last=channels_last, **LOADER_GEOMETRY)
+    options = pipeline.DataOptions(loader=backend, batch_size=LOADER_BATCH, **LOADER_GEOMETRY)
+    loader = pipeline.make_loader(data, split, options, device=device, dtype=dtype, channels_last=channels_last)
     sides = (LOADER_GEOMETRY["crop_size"], RESIZED) if split == "train" else (LOADER_GEOMETRY["crop_size"],)
     for side in sides:  # the same loader: a resized pass reuses its workers, ring or DALI pipeline
         if split == "train":

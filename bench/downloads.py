@@ -150,13 +150,14 @@ def _read_epoch(url, cache_dir, limit, timeout, local_ranks):
     import torch
     import torch.distributed as dist
 
-    from pipeline.options import LoaderOptions
+    from pipeline.options import DataOptions, LoaderOptions
     from pipeline.reading import open_reading
 
-    options = LoaderOptions.build(
-        split="train", batch_size=BATCH, accumulate=1, device="cpu", dtype=torch.float32, channels_last=False,
-        crop_size=224, val_size=256, workers=1, seed=0, strict=False, max_steps=None, num_classes=1000,
-        gpu_decode=False, order="shard-window", cache_dir=cache_dir, cache_limit=limit, timeout=timeout)
+    data = DataOptions(loader="cpu", batch_size=BATCH, workers=1, order="shard-window", cache_dir=cache_dir,
+                       cache_limit=limit, data_timeout=timeout).validate(url, cuda=False)
+    options = LoaderOptions.build(data, "train", device="cpu", accumulate=1, dtype=torch.float32,
+                                  channels_last=False, seed=0, strict=False, max_steps=None, num_classes=1000,
+                                  gpu_decode=False)
     if options.node_ranks != tuple(range(local_ranks)):
         raise RuntimeError(f"rank {options.rank}: the pipeline took the node's ranks for {options.node_ranks}, not "
                            f"the {local_ranks} of this node")

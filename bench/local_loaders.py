@@ -64,8 +64,8 @@ def loader_maker(name, data_path, folders, args, batches):
     """A function that builds loader `name` (or the baseline) with passes of `batches` batches."""
     if name == BASELINE:
         return lambda: baseline_loader(folders, args, batches)
-    return lambda: pipeline.make_loader(data_path, "train", name, args.batch_size, workers=args.workers,
-                                        max_steps=batches)
+    options = pipeline.DataOptions(loader=name, batch_size=args.batch_size, workers=args.workers)
+    return lambda: pipeline.make_loader(data_path, "train", options, max_steps=batches)
 
 
 def warmup_batches(name, workers):

@@ -83,9 +83,10 @@ def time_remote_round(name, data_path, url, limit, cache_dir, args):
     """A fresh local loader and a fresh remote one (an empty cache), the same shard-window order; per epoch,
     alternately, each one's images/s after the epoch's first window, and the remote's bytes downloaded; the peak
     bytes of the cache directory over the round."""
-    def make(path, **options):
-        return pipeline.make_loader(path, "train", name, args.batch_size, workers=args.workers, cache_limit=limit,
-                                    **options)
+    def make(path, **settings):
+        options = pipeline.DataOptions(loader=name, batch_size=args.batch_size, workers=args.workers,
+                                       cache_limit=limit, **settings)
+        return pipeline.make_loader(path, "train", options)
 
     local, remote = make(data_path, order="shard-window"), make(url, cache_dir=cache_dir)
     largest = max(shard["samples"] for shard in read_manifest(data_path)["splits"]["train"]["shards"])

@@ -156,9 +156,10 @@ def bare_loop_fps(args, data_path):
     device = torch.device(args.device)
     dtype = AMP_DTYPES[args.amp]
     torch.backends.cudnn.benchmark = True  # as the trainer sets it, whichever runs first
-    loader = pipeline.make_loader(data_path, "train", pipeline.CEILING, args.batch_size, device=device,
-                                  dtype=dtype or torch.float32, channels_last=args.channels_last,
-                                  crop_size=args.crop_size)
+    options = pipeline.DataOptions(loader=pipeline.CEILING, batch_size=args.batch_size, crop_size=args.crop_size,
+                                   val_size=max(256, args.crop_size))
+    loader = pipeline.make_loader(data_path, "train", options, device=device, dtype=dtype or torch.float32,
+                                  channels_last=args.channels_last)
     images, labels = next(iter(loader))
     model = build_model(args.model, loader.num_classes, device, args.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1 * args.batch_size / 256, momentum=0.9, weight_decay=1e-4)

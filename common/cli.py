@@ -9,6 +9,9 @@ from pathlib import Path
 from common.errors import UsageError
 from common.layout import MANIFEST, read_manifest
 
+BYTE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+              "GIB": 2**30, "TIB": 2**40}
+
 
 class ShowsDefaults(argparse.HelpFormatter):
     """--help adds each flag's default to its help, unless the help says it already (or it has none to show)."""
@@ -105,6 +108,22 @@ def positive_number(text):
 
 
 positive_number.__name__ = "number"
+
+
+def byte_size(text):
+    """A flag type: a size such as 20GB, 512MiB or 1000000 (bytes)."""
+    number = text.rstrip("BbIiKkMmGgTt")
+    unit = BYTE_UNITS.get(text[len(number):].upper())
+    try:
+        value = float(number) * unit if unit else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a size such as 20GB, 512MiB or a number of bytes, got {text!r}")
+    return int(value)
+
+
+byte_size.__name__ = "size"
 
 
 def output_problem(path):

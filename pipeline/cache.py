@@ -126,7 +126,7 @@ class ShardCache:
         """NoRoom unless the disk under the directory can take `limit` bytes besides what the cache holds."""
         held, free = self.held(), shutil.disk_usage(self.shards).free
         if self.limit > held + free:
-            raise NoRoom(f"pipeline: cache_limit={self.limit:,} bytes does not fit in {self.directory}: the disk "
+            raise NoRoom(f"pipeline: --cache-limit {self.limit:,} bytes does not fit in {self.directory}: the disk "
                              f"has {free:,} bytes free and the cache holds {held:,}; give a smaller limit or a cache "
                              "directory on a larger disk")
 

@@ -100,7 +100,7 @@ class CpuLoader:
         builder = BatchBuilder(reader, options, self._ring, normalise=not self._on_gpu)
         self._loader = DataLoader(builder, batch_size=None, sampler=self._tasks, num_workers=options.workers,
                                   persistent_workers=True, prefetch_factor=PREFETCH, worker_init_fn=_start_worker,
-                                  multiprocessing_context=_FORK, timeout=options.timeout)
+                                  multiprocessing_context=_FORK, timeout=options.data_timeout)
         _LIVE.add(self)
 
     def __len__(self):
@@ -305,7 +305,7 @@ def _forking_safely(loader):
 
 
 def _bounded(results, options):
-    """The DataLoader's results; its timeout (options.timeout, per batch) as a DataTimeout saying what waited."""
+    """The DataLoader's results; its timeout (options.data_timeout, per batch) as a DataTimeout saying what waited."""
     step = 0
     while True:
         try:
@@ -315,8 +315,8 @@ def _bounded(results, options):
         except RuntimeError as error:
             if not str(error).startswith("DataLoader timed out"):
                 raise
-            raise DataTimeout(f"rank {options.rank}: waited {options.timeout:g} s for batch {step} of the pass from "
-                              f"its {options.workers} loader workers (a worker is stuck reading the data, or was "
+            raise DataTimeout(f"rank {options.rank}: waited {options.data_timeout:g} s for batch {step} of the pass "
+                              f"from its {options.workers} loader workers (a worker is stuck reading the data, or was "
                               "stopped)") from None
         yield result
         step += 1

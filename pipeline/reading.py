@@ -45,7 +45,7 @@ class Reading:
             tar_id = self.reader.table.tar_id
             steps = node_steps(node, tar_id)
             own = node[o.node_ranks.index(o.rank)]
-            prefetch = Prefetch(self.cache, self.copies, steps, timeout=o.timeout, rank=o.rank,
+            prefetch = Prefetch(self.cache, self.copies, steps, timeout=o.data_timeout, rank=o.rank,
                                 local_rank=o.node_ranks.index(o.rank), local_ranks=len(o.node_ranks))
             self._pass = CachedPass(own, tar_id, prefetch)
         return self._pass
@@ -107,7 +107,7 @@ def open_reading(data_path, options, held=0):
     url = str(data_path).rstrip("/")
     cache = ShardCache(options.cache_dir or default_dir(url), options.cache_limit)
     try:
-        data, split = store.within(options.timeout, f"the manifest and indexes of {url}",
+        data, split = store.within(options.data_timeout, f"the manifest and indexes of {url}",
                                    lambda: _open_remote(url, options.split, cache))
     except DataTimeout as error:
         raise DataTimeout(f"rank {options.rank}: {error}") from None
@@ -163,7 +163,7 @@ def _check_fits(split, options, limit, held):
         need = least = max((sizes[np.unique(np.concatenate(node[max(0, k - steps + 1):k + 1]))].sum()
                             for k in range(len(node))), default=0)
     if need > limit:
-        raise NoRoom(f"pipeline: cache_limit={limit:,} bytes is less than the {need:,} bytes of shards that the "
+        raise NoRoom(f"pipeline: --cache-limit {limit:,} bytes is less than the {need:,} bytes of shards that the "
                          f"ranks of a node may be reading at once (batch {options.batch_size}, world size "
                          f"{options.world}, accumulate {options.accumulate}); give at least {least:,}")
 

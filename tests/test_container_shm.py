@@ -109,18 +109,22 @@ def test_an_unlimited_tmpfs_is_not_budgeted(monkeypatch):
 def test_the_cpu_loader_refuses_before_it_allocates_and_val_counts_train(sample_shards, monkeypatch):
     import torch
 
-    from pipeline import make_loader
+    from pipeline import DataOptions, make_loader
 
     monkeypatch.setattr(memory, "shm_space", lambda: Space("/dev/shm", SHM_SIZE, SHM_SIZE))
-    kwargs = dict(device="cpu", dtype=torch.float32, workers=1, val_size=256)
+    kwargs = dict(device="cpu", dtype=torch.float32)
+
+    def options(crop_size):
+        return DataOptions(loader="cpu", batch_size=50, crop_size=crop_size, val_size=256, workers=1)
+
     before = memory.held()
     with pytest.raises(NoRoom, match="train batch ring"):
-        make_loader(sample_shards, "train", "cpu", 50, crop_size=224, **kwargs)  # 4 slots x 30 MB
+        make_loader(sample_shards, "train", options(224), **kwargs)  # 4 slots x 30 MB
     assert memory.held() == before
-    train = make_loader(sample_shards, "train", "cpu", 50, crop_size=112, **kwargs)  # 4 slots x 7.5 MB
+    train = make_loader(sample_shards, "train", options(112), **kwargs)  # 4 slots x 7.5 MB
     assert memory.held() - before == pages(4 * 50 * 3 * 112 * 112 * 4)
     with pytest.raises(NoRoom, match="val batch ring .* on top of the 28.7 MiB"):  # 4 x 15.4 MB: alone it fits
-        make_loader(sample_shards, "val", "cpu", 50, crop_size=160, **kwargs)
+        make_loader(sample_shards, "val", options(160), **kwargs)
     del train
 
 

@@ -18,6 +18,13 @@ TINY = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--crop-siz
         "--workers", "1", "--batch-size", "8", "--epochs", "1", "--training_step_per_epoch", "2",
         "--eval_step_per_epoch", "1", "--print-freq", "1", "--skip_steps", "0"]
 
+def tiny_loader(data, backend, batch_size=8, **settings):
+    """A train loader of 32 px crops and one worker on the CPU."""
+    options = pipeline.DataOptions(loader=backend, batch_size=batch_size, crop_size=32, val_size=36, workers=1,
+                                   **settings)
+    return pipeline.make_loader(data, "train", options, device="cpu")
+
+
 
 @pytest.fixture(scope="module")
 def two_shards(sample_src, tmp_path_factory):
@@ -73,7 +80,7 @@ def damaged(request, two_shards, tmp_path):
 def test_a_damaged_split_does_not_open(damaged, backend):
     data, error, message = damaged
     with pytest.raises(error, match=message):
-        pipeline.make_loader(data, "train", backend, 8, device="cpu", crop_size=32, val_size=36, workers=1)
+        tiny_loader(data, backend)
 
 
 def test_the_trainer_names_the_damage_in_one_line_and_trains_nothing(damaged, tmp_path, capsys):
@@ -91,7 +98,7 @@ def test_a_shard_cut_short_during_training_stops_the_cpu_loader(two_shards, tmp_
     """Not counted as hundreds of corrupt samples: the pass stops, naming the shard."""
     data = tmp_path / "shards"
     shutil.copytree(two_shards, data)
-    loader = pipeline.make_loader(data, "train", "cpu", 8, device="cpu", crop_size=32, val_size=36, workers=1)
+    loader = tiny_loader(data, "cpu")
     len(loader)
     truncate(data)  # after the split was opened and checked
     with pytest.raises(DamagedShard, match="train-000001.tar ends .* bytes before sample"):
@@ -129,8 +136,8 @@ def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
     bad = tmp_path / "checkpoint.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as stop:
-        train(["--device", "cpu", "--loader", "synthetic", "--resume", str(tmp_path), "--output-dir",
-               str(tmp_path / "out")])
+        train(["--device", "cpu", "--loader", "synthetic", "--model", "resnet18", "--batch-size", "8", "--resume",
+               str(tmp_path), "--output-dir", str(tmp_path / "out")])
     assert stop.value.code == 1
     assert capsys.readouterr().err == f"trainer: {bad} is not a readable trainer checkpoint (UnpicklingError)\n"
 

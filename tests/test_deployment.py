@@ -20,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINER = ["--device", "cpu", "--loader", "cpu", "--model", "resnet18", "--crop-size", "32", "--val-size", "36",
            "--print-freq", "5", "--skip_steps", "1"]
 
+def tiny_loader(data, backend, batch_size=8, **settings):
+    """A train loader of 32 px crops and one worker on the CPU."""
+    options = pipeline.DataOptions(loader=backend, batch_size=batch_size, crop_size=32, val_size=36, workers=1,
+                                   **settings)
+    return pipeline.make_loader(data, "train", options, device="cpu")
+
+
 
 def train_bytes(shards):
     return sum(shard["bytes"] for shard in read_manifest(shards)["splits"]["train"]["shards"])
@@ -91,8 +98,7 @@ def _wait_for(condition, process, what, timeout_s=120):
 
 
 def test_a_loader_worker_that_stops_answering_is_a_timeout_naming_the_workers(sample_shards):
-    loader = pipeline.make_loader(sample_shards, "train", "cpu", 8, device="cpu", crop_size=32, val_size=36,
-                                  workers=1, timeout=3)
+    loader = tiny_loader(sample_shards, "cpu", data_timeout=3)
     batches = iter(loader)
     next(batches)
     time.sleep(1)  # the worker has built the batches asked of it and waits for the next (stopped mid-send, it

@@ -21,6 +21,7 @@ import pipeline
 from bench.colours import CLASSES, TRAIN, VAL, identify, in_range, sample_class, write_tree
 from common.errors import CorruptSample, DecodeError, MissingData
 from common.layout import read_index
+from common.options import partition
 from pipeline import dataset, sampling
 from pipeline.readers import ShardReader, open_reader
 
@@ -63,9 +64,11 @@ def folders(shards, tmp_path_factory):
     return out
 
 
-def make(data, split, backend, **options):
-    options = {"device": "cpu", "crop_size": CROP, "val_size": VAL_SIZE, "workers": 2, **options}
-    return pipeline.make_loader(data, split, backend, BATCH, **options)
+def make(data, split, backend, **settings):
+    """A loader of this file's sizes; `settings`: DataOptions fields or make_loader's keywords."""
+    options, rest = partition(pipeline.DataOptions, {"loader": backend, "batch_size": BATCH, "crop_size": CROP,
+                                                     "val_size": VAL_SIZE, "workers": 2, **settings})
+    return pipeline.make_loader(data, split, options, **{"device": "cpu", **rest})
 
 
 def read_epoch(loader, epoch=0, start=0):
@@ -362,8 +365,9 @@ def read_as_rank(rank, world, init_file, data, results):
     try:
         for backend, batch_size in DDP_RUNS:
             for name, (split, start) in PASSES.items():
-                loader = pipeline.make_loader(data, split, backend, batch_size, device="cpu", crop_size=CROP,
-                                              val_size=VAL_SIZE, workers=1)
+                options = pipeline.DataOptions(loader=backend, batch_size=batch_size, crop_size=CROP,
+                                               val_size=VAL_SIZE, workers=1)
+                loader = pipeline.make_loader(data, split, options, device="cpu")
                 ids, labels = read_epoch(loader, start=start)
                 results.put(((backend, batch_size, name, rank), (len(loader), ids.tolist(), labels.tolist())))
     finally:

@@ -15,6 +15,7 @@ import torch
 
 import pipeline
 from bench.colours import CLASSES, TRAIN, identify, in_range, sample_class, write_tree
+from common.options import partition
 from pipeline import crops
 from pipeline.options import IMAGENET_MEAN, IMAGENET_STD
 
@@ -46,9 +47,11 @@ def shards(tmp_path_factory):
     return prep(src, tmp_path_factory.mktemp("colour-prep") / "out")
 
 
-def make(data, split, backend, **options):
-    options = {"device": "cpu", "crop_size": CROP, "val_size": VAL_SIZE, "workers": 2, **options}
-    return pipeline.make_loader(data, split, backend, BATCH, **options)
+def make(data, split, backend, **settings):
+    """A loader of this file's sizes; `settings`: DataOptions fields or make_loader's keywords."""
+    options, rest = partition(pipeline.DataOptions, {"loader": backend, "batch_size": BATCH, "crop_size": CROP,
+                                                     "val_size": VAL_SIZE, "workers": 2, **settings})
+    return pipeline.make_loader(data, split, options, **{"device": "cpu", **rest})
 
 
 def read_pass(loader, epoch):
@@ -178,7 +181,9 @@ def test_set_resolution_is_refused_for_val(shards, backend):
     ("crop_scale", 0.5), ("crop_scale", ("a", "b")), ("crop_ratio", (0, 1)), ("crop_ratio", (2, 1)),
     ("crop_ratio", (-1, 1)), ("crop_ratio", (1, 2, 3)), ("crop_ratio", None)])
 def test_a_bad_crop_range_is_a_one_line_error_naming_it(shards, keyword, value):
-    with pytest.raises(ValueError, match=rf"^pipeline: {keyword} must be a \(min, max\) pair with 0 < min") as raised:
+    flag = "--" + keyword.replace("_", "-")
+    refused = rf"^pipeline: {flag}( must be a \(min, max\) pair with 0 < min| takes 2 values| \()"
+    with pytest.raises(ValueError, match=refused) as raised:
         make(shards, "train", "cpu", **{keyword: value})
     assert "\n" not in str(raised.value)
 
@@ -246,9 +251,9 @@ def test_a_unit_scale_and_ratio_box_is_the_whole_square_or_the_centre_square():
         assert crops.random_resized_crop(rng, 64, 96, (1, 1), (1, 1)) == (0, 16, 64, 64)
 
 
-def gradient_loader(data, backend, **options):
-    return pipeline.make_loader(data, "train", backend, 4, device="cpu", crop_size=GRADIENT_SIDE, workers=1,
-                                **options)
+def gradient_loader(data, backend, **settings):
+    options = pipeline.DataOptions(loader=backend, batch_size=4, crop_size=GRADIENT_SIDE, workers=1, **settings)
+    return pipeline.make_loader(data, "train", options, device="cpu")
 
 
 def test_the_cpu_backend_crops_with_the_scale_and_ratio_it_is_given(gradients):

@@ -14,9 +14,10 @@ CROP, VAL_SIZE, BATCH = 32, 36, 2
 DAMAGED = "train-000003.tar"
 
 
-def make(data, split="train", backend="cpu", **options):
-    return pipeline.make_loader(data, split, backend, BATCH, device="cpu", crop_size=CROP, val_size=VAL_SIZE,
-                                workers=1, **options)
+def make(data, split="train", backend="cpu", **settings):
+    options = pipeline.DataOptions(**{"loader": backend, "batch_size": BATCH, "crop_size": CROP,
+                                      "val_size": VAL_SIZE, "workers": 1, **settings})
+    return pipeline.make_loader(data, split, options, device="cpu")
 
 
 def read_epoch(loader, epoch=0):
@@ -99,28 +100,29 @@ def test_a_cache_too_small_for_what_the_ranks_read_at_once_is_refused(s3_window_
     and the two tasks the worker has in flight, 32 samples, span up to 8 windows, more than the 3 shards the limit
     holds; 12 shards would do (windows of 4)."""
     largest = max(shard["bytes"] for shard in train_shards(window_shards))
-    with pytest.raises(NoRoom, match=f"cache_limit={3 * largest:,} bytes is less than the {8 * largest:,} bytes "
+    with pytest.raises(NoRoom, match=f"--cache-limit {3 * largest:,} bytes is less than the {8 * largest:,} bytes "
                                          "of shards that the ranks of a node may be reading at once .*; give at least "
                                          f"{12 * largest:,}"):
-        pipeline.make_loader(s3_window_shards, "train", "cpu", 8, device="cpu", workers=1, cache_dir=tmp_path,
-                             cache_limit=3 * largest)
+        make(s3_window_shards, batch_size=8, crop_size=224, val_size=256, cache_dir=tmp_path, cache_limit=3 * largest)
 
 
+# The rules are DataOptions.validate's, one for a program and the trainer's flags: messages name the flags.
 @pytest.mark.parametrize("keywords, message", [
-    (dict(order="random"), "order must be one of global, shard-window, got 'random'"),
-    (dict(order="shard-window", window=0), "window must be a positive number of shards, got 0"),
-    (dict(window=2), "window=2 applies to order='shard-window', not order='global'"),
-    (dict(cache_limit=-1), "cache_limit must be a positive number of bytes, got -1"),
-    (dict(cache_dir="/tmp/cache"), "cache_dir='/tmp/cache' applies to a URL"),
+    (dict(order="random"), "^pipeline: --shuffle must be one of global, shard-window, got 'random'$"),
+    (dict(order="shard-window", window=0), "^pipeline: --shuffle-window 0: must be at least 1, not 0$"),
+    (dict(window=2), "^pipeline: --shuffle-window 2 applies to --shuffle shard-window, not --shuffle global$"),
+    (dict(cache_limit=-1), "^pipeline: --cache-limit -1: expected a size such as 20GB, 512MiB or a number of "
+                           "bytes, got '-1'$"),
+    (dict(cache_dir="/tmp/cache"), "^pipeline: --cache-dir /tmp/cache applies to a URL"),
 ])
-def test_the_order_and_cache_keywords_are_checked_with_a_local_path(window_shards, keywords, message):
+def test_the_order_and_cache_options_are_checked_with_a_local_path(window_shards, keywords, message):
     with pytest.raises(ValueError, match=message):
         make(window_shards, **keywords)
 
 
 @pytest.mark.parametrize("keywords, message", [
-    (dict(), "cache_limit is required for s3://"),
-    (dict(order="global", cache_limit=10**6), "order='global' needs every shard at hand"),
+    (dict(), "--cache-limit is required for s3://"),
+    (dict(order="global", cache_limit=10**6), "--shuffle global needs every shard at hand"),
 ])
 def test_a_url_needs_a_cache_limit_and_the_shard_window_order(keywords, message):
     with pytest.raises(ValueError, match=message):

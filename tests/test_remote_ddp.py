@@ -15,9 +15,10 @@ from pipeline.readers import open_reader
 CROP, VAL_SIZE, BATCH, WORLD, EPOCHS = 32, 36, 2, 2, 2
 
 
-def make(data, split, **options):
-    return pipeline.make_loader(data, split, "cpu", BATCH, device="cpu", crop_size=CROP, val_size=VAL_SIZE,
-                                workers=1, **options)
+def make(data, split, **settings):
+    options = pipeline.DataOptions(**{"loader": "cpu", "batch_size": BATCH, "crop_size": CROP,
+                                      "val_size": VAL_SIZE, "workers": 1, **settings})
+    return pipeline.make_loader(data, split, options, device="cpu")
 
 
 def read_as_rank(rank, init_file, url, cache_dir, limit, results):

@@ -36,9 +36,10 @@ def samples(shards, split):
     return list(range(counts["train"])) if split == "train" else list(range(counts["train"], sum(counts.values())))
 
 
-def make(data, split, backend, **options):
-    return pipeline.make_loader(data, split, backend, BATCH, device="cpu", crop_size=CROP, val_size=VAL_SIZE,
-                                workers=2, **options)
+def make(data, split, backend, **settings):
+    options = pipeline.DataOptions(**{"loader": backend, "batch_size": BATCH, "crop_size": CROP,
+                                      "val_size": VAL_SIZE, "workers": 2, **settings})
+    return pipeline.make_loader(data, split, options, device="cpu")
 
 
 def read_epoch(loader, epoch=0, start=0):
@@ -104,7 +105,7 @@ def test_a_resumed_pass_from_a_url_starts_where_it_resumes(s3_window_shards, win
 
 
 def test_the_synthetic_backend_takes_its_sizes_from_a_urls_manifest(s3_window_shards, window_shards):
-    loader = pipeline.make_loader(s3_window_shards, "train", "synthetic", BATCH, device="cpu", crop_size=CROP)
+    loader = make(s3_window_shards, "train", "synthetic")
     assert len(loader) == len(samples(window_shards, "train")) // BATCH
     assert loader.window is None and loader.cache is None
 

@@ -77,8 +77,9 @@ def colour_ids(data):
 @pytest.mark.parametrize("backend", DECODING)
 def test_a_local_path_reads_the_shard_window_order_and_resumes_in_it(window_shards, backend):
     def read(epoch, start=0):
-        loader = pipeline.make_loader(window_shards, "train", backend, 4, device="cpu", crop_size=32, val_size=36,
-                                      workers=2, order="shard-window", window=2)
+        options = pipeline.DataOptions(loader=backend, batch_size=4, crop_size=32, val_size=36, workers=2,
+                                       order="shard-window", window=2)
+        loader = pipeline.make_loader(window_shards, "train", options, device="cpu")
         loader.set_epoch(epoch, start)
         return np.concatenate([identify(images) for images, _ in loader]), loader
 

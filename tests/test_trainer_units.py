@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from common.options import MODEL, SCHEDULE, option
 from trainer import checkpoint, resume
 from trainer.args import build_parser, parse_args
-from trainer.config import MODEL, SCHEDULE, RunConfig, checkpoint_keeps
+from trainer.config import RunConfig
 from trainer.meter import ThroughputMeter
 from trainer.optim import Schedule, build_optimizer, lr_factor
 from trainer.report import REPORT_KEYS, make_report
@@ -167,8 +168,10 @@ def test_a_resume_keeps_the_fields_declared_so_and_an_evaluation_only_one_the_mo
 
 
 def test_a_new_field_is_kept_only_if_declared_so():
-    extended = make_dataclass("Extended", [("new_knob", float, checkpoint_keeps(SCHEDULE)), ("new_flag", bool),
-                                           ("new_head", int, checkpoint_keeps(MODEL))], bases=(RunConfig,), frozen=True)
+    extended = make_dataclass("Extended", [("new_knob", float, option("--new-knob", keep=SCHEDULE)),
+                                           ("new_flag", bool, option("--new-flag")),
+                                           ("new_head", int, option("--new-head", keep=MODEL))],
+                              bases=(RunConfig,), frozen=True, kw_only=True)
     assert set(extended.resume_keeps(evaluate=False)) == KEPT_BY_A_TRAINING_RESUME | {"new_knob", "new_head"}
     assert extended.resume_keeps(evaluate=True) == ("model", "num_classes", "new_head")
 

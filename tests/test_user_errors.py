@@ -26,6 +26,13 @@ except ImportError:
 
 BACKENDS = ["cpu", pytest.param("dali-cpu", marks=pytest.mark.skipif(not HAVE_DALI, reason="needs nvidia-dali"))]
 
+def tiny_loader(data, backend, batch_size=8, **settings):
+    """A train loader of 32 px crops and one worker on the CPU."""
+    options = pipeline.DataOptions(loader=backend, batch_size=batch_size, crop_size=32, val_size=36, workers=1,
+                                   **settings)
+    return pipeline.make_loader(data, "train", options, device="cpu")
+
+
 
 def copy_of(shards, tmp_path):
     data = tmp_path / "data"
@@ -107,7 +114,7 @@ def test_verify_refuses_an_edited_manifest_in_one_line(edited, capsys):
 def test_the_loaders_refuse_an_edited_manifest_at_open(edited, backend):
     data, line = edited
     with pytest.raises(BadManifest) as refused:
-        pipeline.make_loader(data, "train", backend, 8, device="cpu", crop_size=32, val_size=36, workers=1)
+        tiny_loader(data, backend)
     assert str(refused.value) == line
 
 
@@ -151,7 +158,7 @@ LABEL_BEYOND = re.compile(r"sample (train|val)-\d{6}\.tar:\S+\.jpg in (?P<data>\
 def test_a_label_beyond_the_class_list_is_damaged_data_naming_the_sample(sample_shards, tmp_path, backend):
     data = copy_of(sample_shards, tmp_path)
     edit_manifest(data, cut_classes_and_counts)
-    loader = pipeline.make_loader(data, "train", backend, 8, device="cpu", crop_size=32, val_size=36, workers=1)
+    loader = tiny_loader(data, backend)
     with pytest.raises(DamagedShard) as stopped:
         for _ in loader:
             pass
@@ -192,7 +199,7 @@ def listed(data, split="train"):
 def test_a_file_gone_from_the_folder_layout_is_one_data_error_naming_it(folders, backend):
     gone = folders / "train" / listed(folders)[500]
     gone.unlink()
-    loader = pipeline.make_loader(folders, "train", backend, 50, device="cpu", crop_size=32, val_size=36, workers=1)
+    loader = tiny_loader(folders, backend, 50)
     with pytest.raises(MissingSample) as stopped:
         for _ in loader:
             pass
@@ -219,7 +226,7 @@ def test_a_file_list_label_beyond_the_class_folders_is_refused_at_open(folders):
     lines[3] = f"{lines[3].rsplit(' ', 1)[0]} 10"
     (folders / "train_list.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(BadManifest) as refused:
-        pipeline.make_loader(folders, "train", "cpu", 8, device="cpu", crop_size=32, val_size=36, workers=1)
+        tiny_loader(folders, "cpu")
     assert str(refused.value) == (f"{folders / 'train_list.txt'}:4: label 10 of {lines[3].rsplit(' ', 1)[0]} is not "
                                   f"below the 10 class folders of {folders / 'train'}: the classes or the list "
                                   "changed after prep")
@@ -314,8 +321,7 @@ def test_a_manifest_at_a_url_gets_the_same_checks(sample_shards, http_store, tmp
     edit_manifest(data, first_train_shard("name", "../other/train-000000.tar"))
     url = f"{http_store.url}/{data.name}"
     with pytest.raises(BadManifest) as refused:
-        pipeline.make_loader(url, "train", "cpu", 8, device="cpu", crop_size=32, val_size=36, workers=1,
-                             cache_limit=10**9, cache_dir=tmp_path / "cache")
+        tiny_loader(url, "cpu", cache_limit=10**9, cache_dir=tmp_path / "cache")
     assert str(refused.value) == (f"{url}/{MANIFEST}: refused the train shard name '../other/train-000000.tar': a "
                                   f"path traversal, outside the dataset{REFUSE}")
 

@@ -13,21 +13,15 @@ def build_loaders(config, ctx):
     """(config, train, val); train is None for an evaluation-only run. The step flags cap each loader's length;
     the config comes back with the shuffle window the train loader chose, which a resume must keep."""
     common = dict(device=ctx.device, dtype=config.amp_dtype or torch.float32, channels_last=config.channels_last,
-                  val_size=config.val_size, workers=config.workers, seed=config.seed,
-                  num_classes=config.num_classes or 1000, order=config.order, window=config.window,
-                  cache_dir=config.cache_dir, cache_limit=config.cache_limit,
-                  timeout=config.data_timeout)
+                  seed=config.seed, num_classes=config.num_classes or 1000)
     train = None
     if not config.evaluate:
         _check_batch_norm(config)
         steps = _cap(config.training_step_per_epoch)  # optimizer steps; the loader counts micro-batches
-        # crop_size: the largest training resolution, which sizes the loader's batch memory once
-        train = make_loader(config.data_path, "train", config.loader, config.batch_size, crop_size=config.crop_size,
-                            crop_scale=config.crop_scale, crop_ratio=config.crop_ratio,
-                            max_steps=steps and steps * config.accumulate, accumulate=config.accumulate, **common)
+        train = make_loader(config.data_path, "train", config, max_steps=steps and steps * config.accumulate,
+                            accumulate=config.accumulate, **common)
         _check_fits(config, ctx, train)
-    val = make_loader(config.data_path, "val", config.loader, config.batch_size, crop_size=config.val_crop_size,
-                      max_steps=_cap(config.eval_step_per_epoch), **common)
+    val = make_loader(config.data_path, "val", config, max_steps=_cap(config.eval_step_per_epoch), **common)
     if train is not None:
         config = dataclasses.replace(config, window=train.window)
     return config, train, val

@@ -6,9 +6,10 @@ import os
 
 from common.errors import UsageError
 from trainer import checkpoint, weights
-from trainer.args import AUTO, default
+from trainer.args import default
 from trainer.loop import Position
 from trainer.optim import STEP_EPOCHS, lr_factor
+from trainer.options import AUTO
 
 
 def load(config, ctx):
