@@ -1,4 +1,5 @@
-"""`python -m bench prep`: time prep.imagenet against the DeepLearningExamples extraction, on one source.
+"""`python -m bench prep`: time prep.imagenet against the DeepLearningExamples extraction, on one source; with
+`--layout parquet`, prep of a Hugging Face parquet copy against prep of the same images as ILSVRC archives.
 
 Both read the same synthetic ILSVRC2012 download (ImageNet-sized JPEGs from prep.sample):
   prep  `python -m prep.imagenet --src SRC --out OUT --workers N --shard-size S` (shards, index, manifest; no
@@ -8,7 +9,11 @@ Both read the same synthetic ILSVRC2012 download (ImageNet-sized JPEGs from prep
         train/<wnid>/ (removing the class tar), then the val tar into val/ (no valprep.sh: the baseline does less).
 The source has few classes because real ImageNet has about one class tar per 140 MB; ten in 100 MB would
 charge DLE ten times its real per-class tar start-up cost.
-The archives are read once before timing so both start from a warm page cache; the methods then run in
+--layout parquet: prep.sample writes --images images (default 20,000, small: 64-160 px sides, so the per-image work
+of each source is what is timed rather than the bytes) as the archives, prep.hub_sample writes the same images as
+parquet files of 1,000 rows in row groups of 100 (the Hub's files hold about 4,400 rows), and prep.imagenet runs on
+each; the parquet run also streams its files into the spool it reads by offset.
+The sources are read once before timing so both start from a warm page cache; the methods then run in
 alternating rounds and the median of each is compared. Dirty pages are flushed (sync) before each run,
 untimed, so no run pays for the previous one's write-back; neither syncs its own output.
 """
@@ -26,7 +31,7 @@ from pathlib import Path
 from bench import results
 from common.cli import Parser, integer, output_problem, positive_number
 from common.layout import read_manifest
-from prep import sample
+from prep import hub_sample, sample
 
 DEFAULT_OUT = Path("build/bench/prep")
 IMAGE_BYTES_GUESS = 105e3  # a little under prep.sample's mean, so one pass usually reaches the size
@@ -123,6 +128,36 @@ def measure(src, images, work, workers=2, rounds=5, shard_size=100):
     }
 
 
+def measure_parquet(archives_dir, parquet_dir, images, work, workers=2, rounds=5, shard_size=100):
+    """Time prep of the archives and of their parquet copy in alternating rounds; return the summary."""
+    for folder in (archives_dir, Path(parquet_dir, "data")):
+        warm_page_cache(folder)
+    sources = {"archives": archives_dir, "parquet": parquet_dir}
+    runs = {method: [] for method in sources}
+    for round_ in range(rounds):
+        for method, src in sources.items():
+            out = Path(work) / f"{method}-{round_}"
+            runs[method].append(run_timed(f"prep of the {method}", prep_command(src, out, workers, shard_size)))
+            check_prep_output(out, images)
+            shutil.rmtree(out)
+    median = {method: statistics.median(seconds) for method, seconds in runs.items()}
+    return {
+        "images": images, "workers": workers, "shard_size": shard_size, "rounds": rounds,
+        "statistic": "median of alternating rounds after one warm-up read of both sources",
+        **{f"{method}_s": median[method] for method in runs}, **{f"{method}_runs_s": runs[method] for method in runs},
+        **{f"{method}_images_per_s": images / median[method] for method in runs},
+        "ratio_parquet_over_archives": median["parquet"] / median["archives"],
+    }
+
+
+def report_parquet(summary):
+    for method in ("archives", "parquet"):
+        runs = " ".join(f"{s:.2f}" for s in summary[f"{method}_runs_s"])
+        print(f"  prep.imagenet from the {method:<9} median {summary[f'{method}_s']:6.2f} s  "
+              f"{summary[f'{method}_images_per_s']:7.0f} img/s  (runs {runs})")
+    print(f"  ratio parquet/archives = {summary['ratio_parquet_over_archives']:.2f}", flush=True)
+
+
 def report(summary):
     prep = f"prep.imagenet --workers {summary['workers']} --shard-size {summary['shard_size']}"
     for method, label in (("prep", prep), ("dle", "DLE tar -x")):
@@ -134,8 +169,15 @@ def report(summary):
 
 def parse_args(argv):
     parser = Parser("bench prep", prog="python -m bench prep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layout", choices=("dle", "parquet"), default="dle",
+                        help="dle: prep against the DeepLearningExamples tar -x recipe; parquet: prep of a Hugging "
+                        "Face parquet copy against prep of the same images as archives")
     parser.add_argument("--size-mb", type=positive_number, default=100,
-                        help="source size to generate (default 100 MB)")
+                        help="source size to generate (default 100 MB; --layout dle)")
+    parser.add_argument("--images", type=integer(10), default=20_000,
+                        help="images to generate (--layout parquet; default 20,000)")
+    parser.add_argument("--image-size", choices=sample.SIZES, default="small",
+                        help="prep.sample's image size (--layout parquet; default small)")
     parser.add_argument("--classes", type=integer(1, sample.MAX_CLASSES), default=2,
                         help="classes in the source (default 2; see above)")
     parser.add_argument("--workers", type=integer(1), default=2, help="prep.imagenet --workers")
@@ -182,10 +224,36 @@ def count_images(src):
         return classes, train + len(val.getnames())
 
 
+def main_parquet(args, scratch):
+    """--layout parquet: the archives of --images images and their parquet copy, timed; the summary saved."""
+    start = time.perf_counter()
+    per_class = args.images / args.classes
+    train, val = math.ceil(per_class * (1 - VAL_FRACTION)), math.ceil(per_class * VAL_FRACTION)
+    archives_dir = Path(scratch, "ILSVRC2012")
+    written = sample.write_sample(archives_dir, classes=args.classes, train_per_class=train, val_per_class=val,
+                                  size=args.image_size, progress=True)
+    parquet_dir = hub_sample.write_parquet(archives_dir, Path(scratch, "parquet"), rows_per_file=1000, row_group=100)
+    parquet_bytes = sum(path.stat().st_size for path in Path(parquet_dir, "data").iterdir())
+    print(f"bench prep: {written['images']} {args.image_size} images as archives ({written['bytes'] / 1e6:.1f} MB) "
+          f"and as parquet ({parquet_bytes / 1e6:.1f} MB), generated in {time.perf_counter() - start:.1f} s")
+    summary = measure_parquet(archives_dir, parquet_dir, written["images"], Path(scratch, "work"), args.workers,
+                              args.rounds, args.shard_size)
+    report_parquet(summary)
+    source_record = {"archives_bytes": written["bytes"], "parquet_bytes": parquet_bytes, "classes": args.classes,
+                     "image_size": args.image_size}
+    print(f"  saved {results.save('prep-parquet', {'source': source_record, **summary}, out_dir=args.results)}")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.mkdtemp(dir=args.out, prefix="run-")
+    if args.layout == "parquet":
+        try:
+            return main_parquet(args, scratch)
+        finally:
+            shutil.rmtree(scratch)
     try:
         src = source(args, scratch)
         made = f"generated in {src['generate_s']:.1f} s" if src["generate_s"] else "reused"

@@ -148,8 +148,9 @@ def read_list(path):
 
 @dataclass(frozen=True)
 class Index:
-    """A parsed DALI v1.2 index of .jpg + .cls samples: per sample the offsets and sizes of both members, and the
-    .jpg member names of the first and the last sample."""
+    """A parsed DALI v1.2 index of samples with one .jpg and one .cls each (and possibly other members, such as an
+    adopted shard's .json, which the readers leave alone): per sample the offsets and sizes of both members, and
+    the .jpg member names of the first and the last sample."""
     jpg_offset: np.ndarray
     jpg_size: np.ndarray
     cls_offset: np.ndarray
@@ -162,7 +163,8 @@ class Index:
 
 def read_index(path):
     """The index at `path` (lines `<ext> <offset> <size> <name>` per member, after `v1.2 <samples>`); vectorised:
-    ImageNet's 1.28M lines parse in about a second."""
+    ImageNet's 1.28M lines parse in about a second. Every sample has the same number of members (prep writes two;
+    an adopted shard may carry more, such as timm's .json), exactly one of them .jpg and one .cls."""
     try:
         tokens = Path(path).read_text().split()
     except FileNotFoundError:
@@ -170,19 +172,18 @@ def read_index(path):
     if len(tokens) < 2 or tokens[0] != INDEX_VERSION or not tokens[1].isdigit():
         raise BadManifest(f"{path} is not a DALI {INDEX_VERSION} index")
     samples, body = int(tokens[1]), tokens[2:]
-    if len(body) != 8 * samples:
+    members = len(body) // (4 * samples) if samples else 2
+    if members < 2 or len(body) != 4 * members * samples:
         raise BadManifest(f"{path}: expected {samples} samples of one .jpg and one .cls each")
-    ext = np.array([body[0::8], body[4::8]])
+    table = np.array(body, dtype=object).reshape(samples, members, 4) if samples else np.empty((0, members, 4))
+    ext = table[:, :, 0].astype(str)
+    is_jpg, is_cls = ext == "jpg", ext == "cls"
+    if not ((is_jpg.sum(1) == 1) & (is_cls.sum(1) == 1)).all():
+        raise BadManifest(f"{path}: every sample needs exactly one .jpg and one .cls")
+    rows, jpg, cls = np.arange(samples), is_jpg.argmax(1), is_cls.argmax(1)
     try:
-        offset = np.array([body[1::8], body[5::8]], dtype=np.int64)
-        size = np.array([body[2::8], body[6::8]], dtype=np.int64)
+        offset, size = table[:, :, 1].astype(np.int64), table[:, :, 2].astype(np.int64)
     except ValueError:
         raise BadManifest(f"{path}: offsets and sizes must be integers") from None
-    jpg_first = ext[0] == "jpg"
-    if not np.array_equal(ext[1] == "cls", jpg_first) or not np.array_equal(ext[0] == "cls", ~jpg_first):
-        raise BadManifest(f"{path}: every sample needs exactly one .jpg and one .cls")
-    jpg, cls = np.where(jpg_first, 0, 1), np.where(jpg_first, 1, 0)
-    samples_at = np.arange(samples)
-    names = tuple(body[8 * k + 4 * jpg[k] + 3] for k in (0, samples - 1)) if samples else ()
-    return Index(offset[jpg, samples_at], size[jpg, samples_at], offset[cls, samples_at], size[cls, samples_at],
-                 names)
+    names = tuple(table[k, jpg[k], 3] for k in (0, samples - 1)) if samples else ()
+    return Index(offset[rows, jpg], size[rows, jpg], offset[rows, cls], size[rows, cls], names)

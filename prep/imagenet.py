@@ -1,14 +1,17 @@
-"""ILSVRC2012 (archives, an extracted tree or the Kaggle layout) to shuffled WebDataset shards with DALI indexes.
+"""ILSVRC2012 (archives, an extracted tree, the Kaggle layout, or a Hugging Face Hub copy: parquet files or timm's
+WebDataset shards, local or hf://) to shuffled WebDataset shards with DALI indexes; or WebDataset shards adopted in
+place (--adopt: their indexes and manifest written, no byte of them rewritten).
 
     python -m prep.imagenet --src ILSVRC2012/ --out shards/
     python -m prep.imagenet --src ILSVRC2012/ --out s3://bucket/imagenet/ [--stage DIR]
+    python -m prep.imagenet --src hf://datasets/ILSVRC/imagenet-1k --out shards/
+    python -m prep.imagenet --src imagenet-1k-wds/ --adopt [--out DIR]
 
 Killed at any moment, the same command continues where it stopped and ends with the same bytes. An --out URL
 gets its shards written to a local stage first, then uploaded with the manifest last.
 """
 import importlib.util
 import json
-import multiprocessing
 import os
 import re
 import shlex
@@ -16,24 +19,22 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from pathlib import Path
 
-from common import outlock, procs, store
+from common import outlock, store
 from common.atomic import write_atomically
 from common.cli import Parser, integer, output_problem
 from common.errors import DataError
 from common.layout import MANIFEST, SPLITS, read_manifest
-from prep import folders, manifest, remote, report
+from prep import adopt, folders, manifest, remote, report
 from prep.devkit import LabelError
 from prep.progress import progress
 from prep.shards import SCRATCH, Options, finished, plan, write_shard
 from prep.sources import SourceError, label_mismatch, open_source, stray_sample
+from prep.sources.hub import is_url, url_problem
 from prep.tario import ArchiveError
+from prep.workers import Refused, fail, worker_pool
 
 LAYOUTS = ("shards", "folders", "both")
 INPUT_ERRORS = (SourceError, LabelError, ArchiveError)
@@ -50,9 +51,13 @@ RECORDED = {flag: flag[2:].replace("-", "_") for flag in (
 def parse_args(argv):
     parser = Parser("prep", prog="python -m prep.imagenet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, help="directory with the ILSVRC2012 archives, an extracted "
-                        "train/ val/ tree, or the Kaggle layout")
-    parser.add_argument("--out", required=True, help="output directory (created; reruns resume in it), or a URL: "
-                        "s3://bucket/prefix/, gs://bucket/prefix/")
+                        "train/ val/ tree, the Kaggle layout, a Hugging Face snapshot (parquet files or timm's "
+                        "WebDataset shards), or an hf:// URL of one")
+    parser.add_argument("--out", help="output directory (created; reruns resume in it), or a URL: "
+                        "s3://bucket/prefix/, gs://bucket/prefix/; with --adopt: where the indexes and manifest go "
+                        "(default: beside the shards in --src)")
+    parser.add_argument("--adopt", action="store_true", help="adopt the WebDataset shards in --src as they are "
+                        "(a .jpg and a .cls per sample): write their DALI indexes and manifest, rewrite no byte")
     parser.add_argument("--stage", help="with an --out URL: where the output is written before it is uploaded, "
                         "removed once it is (default: a directory named after the URL in the system temp)")
     parser.add_argument("--shard-size", type=integer(1), default=1000, help="images per shard (default 1000)")
@@ -78,6 +83,12 @@ def parse_args(argv):
         parser.error(f"--splits: unknown {','.join(unknown)}; choose from {','.join(SPLITS)}")
     if len(set(args.splits)) < len(args.splits):
         parser.error(f"--splits: {','.join(args.splits)} names a split twice")
+    if is_url(args.src):
+        parser.require(f"--src {args.src}", url_problem(args.src))
+    if args.adopt:
+        adopt.check_args(parser, args)
+    elif args.out is None:
+        parser.error("the following arguments are required: --out")
     if "://" in args.out:
         check_url_out(parser, args)
     elif args.stage is not None:
@@ -132,6 +143,8 @@ def main(argv=None):
 
 def run(args):
     started = time.perf_counter()
+    if args.adopt:
+        return adopt.run(args, started)
     asked = {"src": str(args.src), "options": run_options(args)}
     if store.is_url(args.out):  # one run at a time in the stage, which holds what goes up
         with outlock.held(args.stage, f"--stage {args.stage} (of --out {args.out})", lock_file=None, refuse_as="prep"):
@@ -179,19 +192,21 @@ def prep_into(out, args, asked, started):
     listings, jobs, records = write_splits(source, classes, args, writer)
     expected = {split: source.expected(split) for split in args.splits}
     by_split = {split: [records[job.name] for job in jobs if job.split == split] for split in args.splits}
-    return finish(args, out, source.kind, classes, listings, by_split, expected, started)
+    return finish(args, out, source, classes, listings, by_split, expected, started)
 
 
-def finish(args, out, kind, classes, listings, by_split, expected, started):
-    """Counts checked and the summary printed; if they match, lists and manifest written into `out` and scratch
-    removed. Returns the exit status."""
+def finish(args, out, source, classes, listings, by_split, expected, started):
+    """Counts checked and the summary printed (with what the source notes about itself); if they match, lists and
+    manifest written into `out` and scratch removed. Returns the exit status."""
     scan_rejects = [r for listing in listings.values() for r in listing.rejected]
     unsafe = [u for listing in listings.values() for u in listing.unsafe]
-    result = manifest.build(kind, args.src, run_options(args), classes, by_split, scan_rejects, unsafe)
+    result = manifest.build(source.kind, args.src, run_options(args), classes, by_split, scan_rejects, unsafe)
     rejects = scan_rejects + [r for records in by_split.values() for record in records for r in record.rejected]
     problems = report.count_problems(expected, result, rejects)
     folder_bytes = {split: sum(record.folder_bytes for record in records) for split, records in by_split.items()}
     print(report.summary(expected, result, time.perf_counter() - started, problems, folder_bytes))
+    for note in source.notes():
+        print(f"  {note}")
     if problems:  # no manifest: the output stays unfinished, so a rerun checks and fails again
         print(f"prep: the counts do not match the labels, so {args.out} gets no {MANIFEST}; "
               "fix the source and prep it into a new --out", file=sys.stderr)
@@ -233,49 +248,6 @@ def write_splits(source, classes, args, options):
             rejects.add(record.rejected)
             bar.update(len(record.kept) + len(record.rejected))
     return listings, jobs, records
-
-
-@contextmanager
-def worker_pool(workers):
-    """Processes for the shard tasks. Forking is cheapest but safe only while this process runs no other
-    thread (a test process that loaded torch does), so then a fork server starts them instead."""
-    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
-        else "forkserver"
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=start_worker,
-                               initargs=(os.getpid(),))
-    try:
-        yield pool
-    except BrokenProcessPool:
-        fail("a worker process died (killed, or out of memory?); rerun the same command to resume", code=1)
-    except KeyboardInterrupt:  # the shards in flight are temp files: stop the workers now, not after their shard
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while they go would be a traceback
-        stop_workers(pool)
-        pool.shutdown(wait=True)  # before any future is cancelled, which the broken pool's thread cannot take
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def start_worker(parent):
-    """A worker ends with prep, even a prep killed with -9; Ctrl-C, which a terminal sends to every process of the
-    command, is prep's to act on (a worker would print a traceback each)."""
-    procs.die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def stop_workers(pool):
-    """Kill the pool's workers (the executor's own processes: it has no public way to stop them). Its thread then
-    fails every waiting task's future, which it cannot do to one already cancelled (as Executor.map cancels the
-    rest of its tasks when interrupted): those get a stand-in, nobody's."""
-    for item in list(pool._pending_work_items.values()):
-        if item.future.cancelled():
-            item.future = Future()
-    processes = list((pool._processes or {}).values())
-    for process in processes:
-        if process.exitcode is None:
-            process.kill()
-    for process in processes:
-        process.join(timeout=5)
 
 
 class Rejects:
@@ -387,18 +359,6 @@ def record_run(out, asked):
     scratch = out / SCRATCH
     scratch.mkdir(parents=True, exist_ok=True)
     write_atomically(scratch / RUN_FILE, json.dumps(asked))
-
-
-class Refused(Exception):
-    """Bad input or a run that cannot go on: args[0] names what is wrong in one line; `code` is the exit status."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.code = code
-
-
-def fail(message, code=2):
-    raise Refused(message, code)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,18 @@ class Stored(NamedTuple):
 def to_rgb_jpeg(data, *, max_side=None, quality=95, full_decode=False):
     """What to store for an input image: itself when it is a three-component JPEG within `max_side`, else it
     re-encoded to an RGB JPEG. Raises Rejected."""
+    reason = quirk(data, max_side=max_side, full_decode=full_decode)
+    return Stored(reencode(data, max_side, quality), reason) if reason else Stored(data, None)
+
+
+def quirk(data, *, max_side=None, full_decode=False):
+    """Why `data` is no image to store as it is (cmyk, grayscale, png, resized...), or None when it is one; from the
+    headers (and a decode with `full_decode`). Raises Rejected for an image that cannot be stored at all. --adopt
+    asks this of shards it rewrites nothing of."""
     if not data:
         raise Rejected("empty")
     if not data.startswith(SOI):
-        return Stored(reencode(data, max_side, quality), "png" if data.startswith(PNG_MAGIC) else _format(data))
+        return "png" if data.startswith(PNG_MAGIC) else _format(data)
     height, width, components = jpeg_frame(data)
     if height * width > MAX_PIXELS:  # a few bytes can declare 65535 x 65535: every reader would decode 4 G pixels
         raise Rejected("image too large")
@@ -48,11 +56,9 @@ def to_rgb_jpeg(data, *, max_side=None, quality=95, full_decode=False):
         raise Rejected(f"{components} colour components")
     if reason is None and max_side and max(height, width) > max_side:
         reason = "resized"
-    if reason:
-        return Stored(reencode(data, max_side, quality), reason)
-    if full_decode:
+    if reason is None and full_decode:
         _decode(data)
-    return Stored(data, None)
+    return reason
 
 
 def jpeg_frame(data):

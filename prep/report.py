@@ -7,10 +7,14 @@ SHOWN = 10  # entries of each list printed; the manifest has them all
 def count_problems(expected, manifest, rejects):
     """One line per class whose written + rejected images differ from the count the labels give.
 
-    `expected` maps split -> Counter of WNIDs, or None where no label file gives counts."""
+    `expected` maps split -> Counter of WNIDs, a total (an int: a source that promises only that), or None where
+    nothing gives counts."""
     problems = []
     for split, promised in expected.items():
         if promised is None:
+            continue
+        if isinstance(promised, int):
+            problems += _total_problem(split, manifest, rejects, promised)
             continue
         written = Counter(dict(zip(manifest["classes"], manifest["splits"][split]["per_class"])))
         rejected = Counter(r["wnid"] for r in rejects if r["split"] == split and r["wnid"])
@@ -21,6 +25,14 @@ def count_problems(expected, manifest, rejects):
     return problems
 
 
+def _total_problem(split, manifest, rejects, promised):
+    written = manifest["splits"][split]["samples"]
+    rejected = sum(1 for r in rejects if r["split"] == split)
+    if written + rejected == promised:
+        return []
+    return [f"{split}: {written} written + {rejected} rejected, the full set holds {promised}"]
+
+
 def summary(expected, manifest, seconds, problems, folder_bytes):
     """The table of what was written and the lists behind it; `folder_bytes` maps split -> bytes of the images
     written into the folder layout."""
@@ -29,7 +41,7 @@ def summary(expected, manifest, seconds, problems, folder_bytes):
     for split, entry in manifest["splits"].items():
         promised = expected[split]
         count, size = sizes[split]
-        rows.append((split, entry["samples"], sum(promised.values()) if promised is not None else "-",
+        rows.append((split, entry["samples"], _promised(promised),
                      _count(manifest["rejected"], split), _count(manifest["reencoded"], split),
                      count, f"{size / 1e6:.1f}"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
@@ -44,6 +56,12 @@ def summary(expected, manifest, seconds, problems, folder_bytes):
     lines += _listing("count mismatches", problems, str)
     lines.append("counts match the labels" if not problems else "COUNTS DO NOT MATCH THE LABELS")
     return "\n".join(lines)
+
+
+def _promised(promised):
+    if promised is None:
+        return "-"
+    return promised if isinstance(promised, int) else sum(promised.values())
 
 
 def _written(manifest, folder_bytes):

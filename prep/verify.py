@@ -112,7 +112,7 @@ def verify(out):
         for split, entry in splits.items():
             per_class, all_read = [0] * len(classes), True
             for shard in entry["shards"]:
-                labels, shard_problems = check_shard(out, shard, len(classes), bar)
+                labels, shard_problems = check_shard(out, shard, len(classes), bar, adopted(found))
                 problems += shard_problems
                 all_read = all_read and labels is not None
                 for label in labels or ():
@@ -135,11 +135,17 @@ def _require_fields(splits):
             SHARD_FIELDS(shard)
 
 
-def check_shard(out, shard, num_classes, bar):
+def adopted(found):
+    """Whether the manifest is of shards adopted as they were (prep.adopt): their samples may hold more members."""
+    return isinstance(found.get("source"), dict) and found["source"].get("kind") == "adopted"
+
+
+def check_shard(out, shard, num_classes, bar, others=False):
     """(labels, problems) of one tar and its index. A damaged tar is one line, and None for its labels: they
-    cannot be trusted. An index that is missing or differs is one more line."""
+    cannot be trusted. An index that is missing or differs is one more line. `others`: a sample may hold members
+    besides its .jpg and .cls (an adopted shard's)."""
     with out.local(shard["name"], shard["index"]) as (path, index):
-        labels, damage = _read_tar(path, shard, num_classes, bar)
+        labels, damage = _read_tar(path, shard, num_classes, bar, others)
         if damage:
             return None, [f"{out.name(shard['name'])}: {'; '.join(damage)}"]
         if not index.is_file():
@@ -149,7 +155,7 @@ def check_shard(out, shard, num_classes, bar):
         return labels, []
 
 
-def _read_tar(path, shard, num_classes, bar):
+def _read_tar(path, shard, num_classes, bar, others):
     """(labels, damage): the tar's labels, and how it departs from its manifest entry (a phrase per fact)."""
     damage = []
     try:
@@ -158,7 +164,7 @@ def _read_tar(path, shard, num_classes, bar):
             return None, [f"{size} bytes, the manifest says {shard['bytes']}"]
         if file_digest(path, on_chunk=bar.update) != shard["sha256"]:
             damage.append("sha256 differs from the manifest")
-        labels = _labels(path, num_classes)
+        labels = _other_labels(path, num_classes) if others else _labels(path, num_classes)
     except OSError as error:
         return None, [f"unreadable ({error.strerror or error})"]
     except ValueError as error:
@@ -184,6 +190,33 @@ def _labels(path, num_classes):
                 text = tar.extractfile(cls).read()
                 if not (text.isdigit() and int(text) < num_classes):
                     raise ValueError(f"{cls.name}: label {text[:20]!r} is not a class index below {num_classes}")
+                labels.append(int(text))
+    except tarfile.TarError as error:
+        raise ValueError(f"not a readable tar ({error})") from None
+    return labels
+
+
+def _other_labels(path, num_classes):
+    """Class index of every sample of an adopted shard; ValueError unless each sample (its members together, as
+    webdataset reads them) has one .jpg and one .cls with a valid label."""
+    from prep.sources.wds import group
+
+    labels = []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            members = tar.getmembers()
+            unsafe = next((member.name for member in members if unsafe_reason(member)), None)
+            if unsafe:
+                raise ValueError(f"member {unsafe!r} is not a plain file")
+            samples, problems = group(members)
+            if problems:
+                raise ValueError(f"sample {problems[0][0]}: {problems[0][1]}")
+            for key, parts in samples:
+                if "jpg" not in parts or "cls" not in parts:
+                    raise ValueError(f"sample {key} lacks its .jpg or .cls")
+                text = tar.extractfile(parts["cls"]).read().strip()
+                if not (text.isdigit() and int(text) < num_classes):
+                    raise ValueError(f"{key}.cls: label {text[:20]!r} is not a class index below {num_classes}")
                 labels.append(int(text))
     except tarfile.TarError as error:
         raise ValueError(f"not a readable tar ({error})") from None

@@ -26,6 +26,7 @@ class Found:
     path: str
     offset: int | None
     size: int
+    wnid: str | None = None  # its class where the file itself carries one (a Hub row's label, a .cls member)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ class Source(ABC):
         return None if self.labels is None else self.labels.classes
 
     def expected(self, split):
-        """{WNID: images} the label file promises for `split` (a Counter), or None where it promises nothing."""
+        """{WNID: images} the label file promises for `split` (a Counter), a total alone where the source promises
+        only that (an int: a Hub copy of the full set), or None where it promises nothing."""
         if self.labels is None:
             return None
         if split == "train":
@@ -134,8 +136,8 @@ class Source(ABC):
                     unsafe.append({"source": container.source, "member": found.name, "reason": bad_name})
                 if key is None:
                     continue
-                # filed by class: that class; flat: what the label file says (prep.sources.labels)
-                wnid = container.wnid or (self.labels.val.get(key) if self.labels else None)
+                # the file's own label (a Hub copy); filed by class: that class; flat: what the label file says
+                wnid = found.wnid or container.wnid or (self.labels.val.get(key) if self.labels else None)
                 sample = Sample(split, key, wnid, found.path, found.offset, found.size,
                                 f"{container.source}/{found.name}")
                 reason = self._refusal(sample)
@@ -144,6 +146,10 @@ class Source(ABC):
                 else:
                     samples.append(sample)
         return _one_per_key(samples, rejected, unsafe)
+
+    def notes(self):
+        """Lines the summary adds about this source (a Hub subset says what it holds); none by default."""
+        return []
 
     def _refusal(self, sample):
         """Why the sample cannot be used, or None."""
