@@ -1,7 +1,8 @@
-"""Command line of `python -m trainer`: the ResNet-50 guide's flags as spelled there, the VGG16 guide's (pytorch/
-examples' imagenet/main.py as Ascend ModelZoo adapted it), and the recipe knobs (optimizer, schedule, AMP). User
-errors are one line on stderr and exit status 2. The parsed Namespace stays here: parse_args checks it and resolves
-every default into the RunConfig the rest of the trainer reads."""
+"""Command line of `python -m trainer`, generated from the option groups (trainer/options.py and the pipeline's
+DataOptions: the ResNet-50 guide's flags as spelled there, the VGG16 guide's, the recipes'). User errors are one line
+on stderr and exit status 2. The parsed Namespace stays here: parse_args checks what crosses groups (a recipe, the
+precision, the placement, the resume, the data) and resolves every default into the RunConfig the rest of the
+trainer reads."""
 import argparse
 import dataclasses
 import os
