@@ -11,7 +11,7 @@ from pathlib import Path
 from common.errors import DataError
 
 SUITES = ("loaders", "train", "prep")
-COMMANDS = (*SUITES, "recipes", "doctor", "sweep", "agreement")
+COMMANDS = (*SUITES, "recipes", "doctor", "sweep", "agreement", "feed")
 HELP = ("-h", "--help")
 
 

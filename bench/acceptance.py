@@ -5,6 +5,10 @@ one command, each through the trainer's public entry points (trainer.configure/r
 - a run stopped mid-epoch and resumed ends with the weights of the unbroken run (bit for bit, or the largest
   difference said);
 - SIGTERM mid-run: a checkpoint, exit status 75, and the same command goes on from it;
+- DDP with torch.compile, bf16 AMP and channels_last over 2 GPUs (in place of the doctor's plain DDP run on a CPU:
+  two gloo processes, bf16 and channels_last, no compile);
+- the `cpu` loader's batch ring at the throughput runs' size (batch 256 at 224 on a GPU, page-locked): a whole pass,
+  one left early, another whole one, and nothing left behind (worker processes, shared memory) once it is dropped;
 - the figures, each beside its reference, from the doctor's throughput runs (which --full sizes on a GPU as the
   published figures are: ResNet-50 AMP bf16 channels_last, batch 256 at 224): the synthetic loader's img/s (the
   model-bound ceiling) beside published per-GPU figures; the `cpu` loader feeding the same model on real JPEGs (its
@@ -15,8 +19,10 @@ references marked as such.
 """
 import contextlib
 import dataclasses
+import gc
 import io
 import math
+import multiprocessing
 import os
 import queue
 import signal
@@ -24,12 +30,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 
 import pipeline
 import trainer
 from bench.train import trainer_config
+from pipeline import memory
 from trainer.args import as_argv
 from trainer.preempt import EXIT_PREEMPTED
 from trainer.report import read_log
@@ -41,6 +49,8 @@ SIZES = {"cuda": dict(model="resnet50", method_crop=128, method_batch=64),
 # The doctor's throughput runs as the acceptance sizes them: ResNet-50 at the published figures' batch and crop.
 SPEED = {"cuda": dict(speed_model="resnet50", speed_crop=224, speed_batch=256, speed_steps=40, speed_skip=10)}
 SIGTERM_WAIT_S = 120.0
+DDP_RANKS = 2
+RING_STEPS, RING_EARLY = 12, 3  # the ring check's whole passes (capped there), and where its early pass is left
 
 
 def full_checks(args, scratch, data, checked, run, measured):
@@ -52,6 +62,7 @@ def full_checks(args, scratch, data, checked, run, measured):
                                                                                     scratch / f"method-{name}"))
     yield checked("stop mid-epoch, resume: the unbroken run's weights", lambda: _resume(args, data, scratch))
     yield checked("SIGTERM: checkpoint, exit 75, the same command goes on", lambda: _sigterm(args, scratch))
+    yield checked("cpu loader ring: whole pass, pass left early, nothing left", lambda: _ring(args, run))
     yield from _figures(args, scratch, run, measured, checked)
 
 
@@ -144,6 +155,84 @@ def _wait_for_steps(run, steps):
             raise AssertionError(f"the trainer ended before step {steps} (exit {run.wait()})")
         if line.startswith(f"epoch 0 step {steps}/"):
             return lines
+
+
+def ddp_methods(args, scratch, checked):
+    """DDP with what a GPU run adds: torch.compile, bf16 autocast and channels_last, over DDP_RANKS GPUs (nccl); with
+    one GPU not run; on a CPU over two gloo processes, without compile (minutes of C++ builds in each)."""
+    from bench.doctor import NOT_RUN, Row, ddp_run  # here, not at the top: the doctor imports this module
+
+    cuda = args.device.type == "cuda"
+    gpus = torch.cuda.device_count() if cuda else 0
+    name = f"ddp {'nccl' if cuda else 'gloo'}, {DDP_RANKS} ranks: {'compiled, ' if cuda else ''}amp bf16, channels_last"
+    if cuda and gpus < DDP_RANKS:
+        return Row(name, NOT_RUN, f"not run (one GPU): needs {DDP_RANKS}, this machine has {gpus}")
+    unlike = "" if cuda else "; not compiled on a CPU (minutes of C++ builds per process)"
+    return checked(name, lambda: ddp_run(args, DDP_RANKS, scratch / "ddp-methods", amp="bf16", channels_last=True,
+                                         compile=cuda) + unlike)
+
+
+def _ring(args, run):
+    """The cpu loader's batch ring at the throughput runs' size (with --full on a GPU: batch 256 at 224, in bf16
+    channels_last, its ring page-locked): a whole pass, one left after RING_EARLY batches, another whole one; then
+    dropped, it leaves no worker process, ring or resident shared memory behind."""
+    from bench.doctor import speed_data  # here, not at the top: the doctor imports this module
+
+    dtype = torch.bfloat16 if run.amp == "bf16" else torch.float32
+    before = _leftovers()
+    loader = _ring_loader(speed_data(args, run), run, args.device, dtype)
+    taken = [_ring_pass(loader, epoch, args.device, dtype, stop) for epoch, stop in enumerate((None, RING_EARLY, None))]
+    whole, during = len(loader), _leftovers()
+    workers, ring = during[0] - before[0], during[1] - before[1]
+    _expect(taken == [whole, RING_EARLY, whole], f"batches per pass {taken}, expected {[whole, RING_EARLY, whole]}")
+    _expect(len(workers) >= 1, "the loader runs no worker process")
+    del loader
+    gc.collect()  # as the garbage collector would, sooner or later: what the loader holds must go with it
+    after = _leftovers()
+    left = workers & after[0]
+    _expect(not left, f"worker processes {sorted(left)} still run once the loader was dropped")
+    _expect(after[1] <= before[1], f"{(after[1] - before[1]) / 2**20:.1f} MiB of rings still held once dropped")
+    shm = "" if after[2] is None else f", resident shared memory {(after[2] - before[2]) / 2**20:+.1f} MiB"
+    _expect(after[2] is None or after[2] - before[2] < ring / 2, f"the ring's memory stays mapped{shm}")
+    size = f"batch {run.batch_size} at {run.crop_size} px, {str(dtype).removeprefix('torch.')}"
+    where = ", ring page-locked" if args.device.type == "cuda" else \
+        " (reduced on the CPU dry run; a GPU's is batch 256 at 224, page-locked)"
+    return f"{size}{where}: passes of {taken} batches; {len(workers)} workers, a {ring / 2**20:.0f} MiB ring: " \
+           f"none left once dropped{shm}"
+
+
+def _ring_loader(data, run, device, dtype):
+    options = pipeline.DataOptions(loader="cpu", batch_size=run.batch_size, crop_size=run.crop_size,
+                                   val_size=round(run.crop_size * 8 / 7), workers=run.workers)
+    return pipeline.make_loader(data, "train", options, device=device, dtype=dtype, channels_last=run.channels_last,
+                                max_steps=RING_STEPS)
+
+
+def _ring_pass(loader, epoch, device, dtype, stop):
+    """The batches of one pass taken (all, or the first `stop`, leaving the pass as a training loop's break does),
+    each checked: on `device`, in `dtype`, finite, int64 labels."""
+    loader.set_epoch(epoch)
+    taken = 0
+    for images, labels in loader:
+        _expect(images.device.type == device.type and images.dtype == dtype and labels.dtype == torch.int64,
+                f"a batch of {images.dtype} on {images.device}, labels {labels.dtype}")
+        _expect(bool(torch.isfinite(images).all()), f"pass {epoch}, batch {taken}: values that are not finite")
+        taken += 1
+        if taken == stop:
+            break
+    return taken
+
+
+def _leftovers():
+    """(This process's child processes' pids, the bytes of cpu loader rings it holds (pipeline.memory), its resident
+    shared memory in bytes or None where /proc does not say)."""
+    pids = {child.pid for child in multiprocessing.active_children()}
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return pids, memory.held(), None
+    shmem = next((line.split()[1] for line in status.splitlines() if line.startswith("RssShmem:")), None)
+    return pids, memory.held(), None if shmem is None else int(shmem) * 1024
 
 
 def _figures(args, scratch, run, measured, checked):

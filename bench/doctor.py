@@ -126,7 +126,7 @@ def main(argv=None):
         scratch = Path(scratch)
         data = colour_data(scratch)
         run, measured = speed_run(args), {}
-        checks = [loader_checks(data, args.device), step_checks(args, scratch), [ddp_check(args, scratch)],
+        checks = [loader_checks(data, args.device), step_checks(args, scratch), ddp_checks(args, scratch),
                   speed_checks(args, scratch, run, measured)]
         if args.full:
             checks.append(acceptance.full_checks(args, scratch, data, checked, run, measured))
@@ -302,26 +302,39 @@ def _train_losses(out):
 
 # --- DDP ----------------------------------------------------------------------------------------------------
 
+def ddp_checks(args, scratch):
+    """The plain DDP run; with --full, also the acceptance's (compiled, bf16 AMP, channels_last). On a CPU --full
+    runs only the latter, with the same two gloo ranks: each launch costs the dry run ~10 s of process starts."""
+    if not (args.full and args.device.type == "cpu"):
+        yield ddp_check(args, scratch)
+    if args.full:
+        yield acceptance.ddp_methods(args, scratch, checked)
+
+
 def ddp_check(args, scratch):
     gpus = torch.cuda.device_count() if args.device.type == "cuda" else 0
     if args.device.type == "cuda" and gpus < 2:
         return Row("ddp nccl", NOT_RUN, f"needs 2 or more GPUs, this machine has {gpus}")
     ranks, backend = (gpus, "nccl") if gpus else (2, "gloo")
-    return checked(f"ddp {backend}, {ranks} ranks", lambda: _ddp_run(args, ranks, scratch / "ddp"))
+    return checked(f"ddp {backend}, {ranks} ranks", lambda: ddp_run(args, ranks, scratch / "ddp"))
 
 
-def _ddp_run(args, ranks, out):
+def ddp_run(args, ranks, out, **settings):
+    """A short `torchrun -m trainer` on the synthetic loader over `ranks` processes, with the trainer `settings`
+    besides the step checks' sizes; its figure."""
     sizes = SIZES[args.device.type]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m",
                "trainer", *as_argv(dict(device=args.device.type, loader=pipeline.CEILING, model=sizes["step_model"],
                                         crop_size=sizes["step_crop"], batch_size=sizes["step_batch"], epochs=1,
                                         training_step_per_epoch=6, eval_step_per_epoch=2, skip_steps=2, print_freq=2,
-                                        workers=1, output_dir=str(out)))]
+                                        workers=1, output_dir=str(out), **settings))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(a) for a in command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     expect(done.returncode == 0, f"torchrun exited {done.returncode}: {done.stderr.strip()[-300:]}")
     report = json.loads((out / "report.json").read_text())
     expect(report["world_size"] == ranks, f"world size {report['world_size']}, launched {ranks}")
+    took = {key: report.get(key) for key in settings}
+    expect(took == settings, f"the run reports {took}, launched with {settings}")
     losses = _train_losses(out)
     expect(all(math.isfinite(loss) for loss in losses), f"losses {losses}")
     return f"{report['global_step']} steps, {report['train_fps_mean']:.0f} img/s over {ranks} ranks, " \
@@ -339,11 +352,16 @@ def speed_run(args):
                            channels_last=args.device.type == "cuda", workers=None)
 
 
+def speed_data(args, run):
+    """The throughput runs' data: --data-path, else an ImageNet-sized sample of one epoch of their steps."""
+    return args.data_path or imagenet_sized_shards(speed_images(run))
+
+
 def speed_checks(args, scratch, run, measured):
     """img/s of the trainer fed by each loader (into `measured`: loader -> its report), and the bottleneck."""
     usable = pipeline.available_backends(args.device.type == "cuda")
     loaders = [pipeline.CEILING, *(b for b in pipeline.DATA_BACKENDS if b in usable)]
-    data = args.data_path or imagenet_sized_shards(speed_images(run))
+    data = speed_data(args, run)
     for loader in loaders:
         row = checked(f"img/s {loader}", lambda loader=loader: _speed(run, data, loader, scratch, measured))
         yield row

@@ -48,8 +48,14 @@ MIXED_DECODER = dict(device="mixed", hw_decoder_load=0.65)
 PREFETCH = 2  # DALI's prefetch_queue_depth: batches in flight besides the one being consumed
 GIVEN = PREFETCH + 2  # batches whose samples the source remembers, to find one DALI could not decode
 FED_AHEAD = 2  # batches the feeder thread reads ahead of DALI's asking
+# Batches whose TensorLists the source keeps after handing them over. DALI shares them (no_copy) and asks that they
+# stay alive and unchanged until it is done with them, prefetch_queue_depth batches after it took them; nothing
+# writes them, and when the feeder makes a batch, DALI has taken all but the FED_AHEAD + 1 made before it. They are
+# kept across passes, since a pass's last batches are drained from DALI only when the next pass starts.
+KEPT = FED_AHEAD + 1 + PREFETCH + 2
 HELD = GIVEN + FED_AHEAD + 1  # batches whose shards the source may hold: given, queued, and the one being read
 STOP_POLL_S = 0.1
+LABEL_BYTES = 8  # own_reader's labels: a .cls member's digits, padded
 
 
 def make(data_path, options):
@@ -130,29 +136,30 @@ class DaliLoader:
 
 
 class _Feed:
-    """DALI's external source: the planned batches as (JPEG byte arrays, int64 labels, float32 sides: each output
-    image's side). DALI calls it inside next(), on the thread that launches the model, so the per-sample work (the
-    pass's gate on the cache, a pread and an array per sample) is done ahead by a feeder thread, FED_AHEAD batches
-    at most, in the pass's order; the call only takes the next batch. It holds no reference to the loader, so
-    dropping the loader frees the pipeline at once (a cycle would leave it to the garbage collector, which might run
-    it in a forked worker process)."""
+    """DALI's external source: the planned batches, each as three DALI TensorLists (JPEG bytes, int64 labels,
+    float32 sides: each output image's side). DALI calls it inside next(), on the thread that launches the model, so
+    everything per sample is done ahead by a feeder thread, FED_AHEAD batches at most, in the pass's order: the
+    pass's gate on the cache, a pread per sample, and the batch gathered into TensorLists; the call only takes the
+    next batch. DALI shares those lists (no_copy: see KEPT) instead of copying them on the calling thread. It holds
+    no reference to the loader, so dropping the loader frees the pipeline at once (a cycle would leave it to the
+    garbage collector, which might run it in a forked worker process)."""
 
     def __init__(self, reader, timeout):
         self.reader = reader
         self._timeout = timeout  # the longest wait for the feeder's next batch
         self._pass = Pass([])
-        self._size = None  # set with each pass's plan
         self._read = 0
         self._given = collections.deque(maxlen=GIVEN)  # sample numbers of the batches DALI holds
+        self._made = collections.deque(maxlen=KEPT)  # the last batches the feeders made: see KEPT
         self._feeder = None  # (its queue of batches, its stop event) for the planned pass
 
     def plan(self, this_pass, size):
         """Hand out `this_pass`'s batches, for `size` x `size` images."""
         self.stop()
-        self._pass, self._size, self._read = this_pass, size, 0
+        self._pass, self._read = this_pass, 0
         self._given.clear()
         ready, stopped = queue.Queue(FED_AHEAD), threading.Event()
-        threading.Thread(target=self._feed, args=(iter(this_pass), ready, stopped), name="dali-feed",
+        threading.Thread(target=self._feed, args=(iter(this_pass), size, ready, stopped), name="dali-feed",
                          daemon=True).start()
         self._feeder = (ready, stopped)
 
@@ -162,18 +169,27 @@ class _Feed:
             self._feeder[1].set()
             self._feeder = None
 
-    def _feed(self, batches, ready, stopped):
+    def _feed(self, batches, size, ready, stopped):
         try:
             for indices in batches:
-                jpegs, labels = [], np.empty(len(indices), np.int64)
-                for k, i in enumerate(indices):
-                    data, labels[k] = self.reader.read(i)
-                    jpegs.append(np.frombuffer(data, np.uint8))
-                if not _put(ready, (indices, jpegs, labels), stopped):
+                lists = self._gather(indices, size)
+                self._made.append(lists)
+                if not _put(ready, (indices, lists), stopped):
                     return
             _put(ready, StopIteration(), stopped)  # ends DALI's epoch
         except Exception as error:  # raised to DALI's caller, as when the source read on its thread
             _put(ready, error, stopped)
+
+    def _gather(self, indices, size):
+        """The batch of sample numbers `indices` as DALI's TensorLists: the JPEGs copied into one list DALI owns (a
+        list of arrays would cost a Python call per sample on the calling thread), the labels and sides wrapped."""
+        from nvidia.dali.tensors import TensorListCPU
+
+        jpegs, labels = [], np.empty(len(indices), np.int64)
+        for k, i in enumerate(indices):
+            data, labels[k] = self.reader.read(i)
+            jpegs.append(np.frombuffer(data, np.uint8))
+        return TensorListCPU(jpegs), TensorListCPU(labels), TensorListCPU(np.full(len(indices), size, np.float32))
 
     def __call__(self):
         if self._feeder is None:  # no pass planned (or it was left): DALI's epoch is over
@@ -186,12 +202,12 @@ class _Feed:
         if isinstance(batch, Exception):
             self._feeder[0].put(batch)  # DALI may ask again: the pass stays ended (or failed)
             raise batch
-        indices, jpegs, labels = batch
+        indices, lists = batch
         self._given.append(indices)
         # The batches DALI holds are read again to find one it cannot decode: their shards stay until they leave.
         self._pass.consumed(self._read - self._given.maxlen)
         self._read += 1
-        return jpegs, labels, np.full(len(indices), self._size, np.float32)
+        return lists
 
     @contextlib.contextmanager
     def decode_errors(self):
@@ -228,7 +244,20 @@ def _put(ready, item, stopped):
 
 
 def _pipeline(source, options):
-    from nvidia.dali import fn, pipeline_def, types
+    """The loader's graph, fed by `source` (a _Feed) through DALI's external source."""
+    from nvidia.dali import fn, types
+
+    def inputs():
+        return fn.external_source(source, num_outputs=3, batch=True, no_copy=True,
+                                  dtype=[types.UINT8, types.INT64, types.FLOAT], ndim=[1, 0, 0])
+
+    return _graph(inputs, sampling.largest_batch(len(source.reader), options), options)
+
+
+def _graph(inputs, batch_size, options):
+    """The DALI pipeline that decodes, crops, resizes and normalises the (JPEGs, labels, sides) that `inputs()` makes
+    inside it: the one graph, whatever feeds it."""
+    from nvidia.dali import pipeline_def
 
     o = options
     on_gpu = o.device.type == "cuda"
@@ -238,11 +267,10 @@ def _pipeline(source, options):
         device_id = torch.cuda.current_device() if o.device.index is None else o.device.index
 
     # The dynamic executor (DALI 2's default) segfaults when a CPU decoder fails; the classic one raises.
-    @pipeline_def(batch_size=sampling.largest_batch(len(source.reader), o), num_threads=o.workers, seed=seed,
-                  device_id=device_id, prefetch_queue_depth=PREFETCH, exec_dynamic=False)
+    @pipeline_def(batch_size=batch_size, num_threads=o.workers, seed=seed, device_id=device_id,
+                  prefetch_queue_depth=PREFETCH, exec_dynamic=False)
     def graph():
-        jpegs, labels, sides = fn.external_source(source, num_outputs=3, batch=True,
-                                                  dtype=[types.UINT8, types.INT64, types.FLOAT], ndim=[1, 0, 0])
+        jpegs, labels, sides = inputs()
         images = _decode_crop_resize(jpegs, sides, o)
         if on_gpu:
             # on the device in DALI, so the iterator copies them there on the consumer's stream: a pageable
@@ -253,6 +281,26 @@ def _pipeline(source, options):
         return _normalize(images, sides, o), labels
 
     return graph()
+
+
+def own_reader(loader):
+    """What bench.feed measures the loader against: `loader`'s graph (a DaliLoader's, on local shards) fed by DALI's
+    own webdataset reader instead of the external source, as a DALIGenericIterator that never ends (the reader
+    starts over). DALI's order, not the shared sampler's; each label its .cls member's bytes, padded to LABEL_BYTES."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+    reader, o = loader._data.reader, loader._options
+    if getattr(reader, "_cached", True):
+        raise ValueError("pipeline: own_reader reads local shards; this loader reads a URL or a folder layout")
+
+    def inputs():
+        jpegs, labels = fn.readers.webdataset(paths=[str(tar) for tar in reader.table.tars],
+                                              index_paths=reader.indexes, ext=["jpg", "cls"], random_shuffle=True)
+        sides = types.Constant(float(loader._size), dtype=types.FLOAT, device="cpu")
+        return jpegs, fn.pad(labels, shape=[LABEL_BYTES]), sides
+
+    return DALIGenericIterator([_graph(inputs, o.batch_size, o)], ["images", "labels"])
 
 
 def _decode_crop_resize(jpegs, sides, options):
