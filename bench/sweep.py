@@ -678,15 +678,13 @@ def serve_on_s3(local):
     {name: (directory, URL)}."""
     from bench.loopback import make_bucket
     from common import store
-    from common.layout import MANIFEST
+    from prep.remote import upload
 
     bucket = make_bucket("sweep")
     served = {}
     for name, directory in local.items():
-        url = store.join(bucket, name)
-        for path in sorted(directory.iterdir(), key=lambda path: path.name == MANIFEST):
-            store.upload(path, store.join(url, path.name))
-        served[name] = (directory, url)
+        served[name] = (directory, store.join(bucket, name))
+        upload(directory, served[name][1])
     return served
 
 

@@ -236,13 +236,12 @@ def window_shards(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def s3_window_shards(window_shards, s3_bucket):
-    """window_shards uploaded to the bucket with common.store, the manifest last; its URL."""
+    """window_shards uploaded to the bucket as prep uploads (prep.remote.upload: the manifest last); its URL."""
     from common import store
-    from common.layout import MANIFEST
+    from prep.remote import upload
 
     url = store.join(s3_bucket, "window-shards")
-    for path in sorted(window_shards.iterdir(), key=lambda path: path.name == MANIFEST):
-        store.upload(path, store.join(url, path.name))
+    upload(window_shards, url)
     return url
 
 

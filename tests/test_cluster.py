@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -68,7 +67,8 @@ def cluster_data(s3_bucket, tmp_path_factory):
 
     from bench.colours import CLASSES, COLOURS, sample_class
     from common import store
-    from common.layout import MANIFEST, read_manifest
+    from common.layout import read_manifest
+    from prep.remote import upload
 
     src = tmp_path_factory.mktemp("cluster-colours")
     for n in range(TRAIN + VAL):
@@ -83,18 +83,11 @@ def cluster_data(s3_bucket, tmp_path_factory):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     url = store.join(s3_bucket, "cluster-shards")
-    for path in sorted(shards.iterdir(), key=lambda path: path.name == MANIFEST):
-        store.upload(path, store.join(url, path.name))
+    upload(shards, url)
     manifest = read_manifest(shards)
     train = manifest["splits"]["train"]["shards"]
     assert len(train) == SHARDS and {shard["samples"] for shard in train} == {SHARD_SAMPLES}
     return url, manifest, sum(shard["bytes"] for shard in train) * 15 // 100
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def torchrun(placement, logs, status_dir, args):
@@ -169,6 +162,8 @@ def cluster_run(cluster_data, cache_watch, tmp_path_factory):
     """Both phases, once: 2 nodes x 2 ranks stopped by SIGTERM to node SIGNALLED_NODE's torchrun, then --resume auto
     on 1 node x 3 ranks. A dict of what each phase left and printed."""
     import torch
+
+    from common.ports import free_port
 
     url, manifest, limit = cluster_data
     base = tmp_path_factory.mktemp("cluster")
