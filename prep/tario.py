@@ -21,7 +21,7 @@ WNID = re.compile(r"n\d{8}")
 DRIVE = re.compile(r"[A-Za-z]:")
 IMAGE_SUFFIXES = (".jpeg", ".jpg")
 CHUNK = 1 << 20
-DISK_RESERVE = 1 << 30  # bytes left free when decompressing a .tar.gz
+DISK_RESERVE = 1 << 30  # bytes left free when prep fills scratch: a .tar.gz decompressed, a spool, a fetched file
 
 
 class Member(NamedTuple):
@@ -117,9 +117,14 @@ def read_member(path, name, source, cap):
     raise ArchiveError(f"{source} has no member ending in {name}")
 
 
+def disk_room(directory):
+    """The bytes that may still be written under `directory` while leaving DISK_RESERVE free."""
+    return shutil.disk_usage(directory).free - DISK_RESERVE
+
+
 def decompress(src, dst, progress):
     """Stream-decompress the .tar.gz `src` into `dst` (atomic); gzip allows no random access."""
-    free = shutil.disk_usage(dst.parent).free - DISK_RESERVE
+    free = disk_room(dst.parent)
     with open(src, "rb") as raw, gzip.GzipFile(fileobj=raw) as gz, atomic_file(dst) as out:
         while chunk := _gunzip(gz, src):
             if out.tell() + len(chunk) > free:

@@ -187,13 +187,17 @@ def _labels(path, num_classes):
                 if unsafe_reason(jpg) or unsafe_reason(cls) or not KEY.fullmatch(key) or \
                         (jpg.name, cls.name) != (f"{key}.jpg", f"{key}.cls"):
                     raise ValueError(f"members {jpg.name!r}, {cls.name!r} are not a <key>.jpg, <key>.cls pair")
-                text = tar.extractfile(cls).read()
-                if not (text.isdigit() and int(text) < num_classes):
-                    raise ValueError(f"{cls.name}: label {text[:20]!r} is not a class index below {num_classes}")
-                labels.append(int(text))
+                labels.append(_class_index(tar.extractfile(cls).read(), cls.name, num_classes))
     except tarfile.TarError as error:
         raise ValueError(f"not a readable tar ({error})") from None
     return labels
+
+
+def _class_index(text, name, num_classes):
+    """The class index a .cls member `name` holds as `text`; ValueError unless it is one below num_classes."""
+    if not (text.isdigit() and int(text) < num_classes):
+        raise ValueError(f"{name}: label {text[:20]!r} is not a class index below {num_classes}")
+    return int(text)
 
 
 def _other_labels(path, num_classes):
@@ -214,10 +218,8 @@ def _other_labels(path, num_classes):
             for key, parts in samples:
                 if "jpg" not in parts or "cls" not in parts:
                     raise ValueError(f"sample {key} lacks its .jpg or .cls")
-                text = tar.extractfile(parts["cls"]).read().strip()
-                if not (text.isdigit() and int(text) < num_classes):
-                    raise ValueError(f"{key}.cls: label {text[:20]!r} is not a class index below {num_classes}")
-                labels.append(int(text))
+                labels.append(_class_index(tar.extractfile(parts["cls"]).read().strip(), f"{key}.cls",
+                                           num_classes))
     except tarfile.TarError as error:
         raise ValueError(f"not a readable tar ({error})") from None
     return labels

@@ -279,3 +279,17 @@ def test_without_the_hub_extra_the_command_says_what_to_install(archives, tmp_pa
                              str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "pip install 'imagenet-feed[hub]'" in result.stderr and not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_file_that_would_fill_the_disk_is_refused_before_it_is_written(tmp_path):
+    """A spool or a fetched file is checked against the disk's free space (leaving prep.tario.DISK_RESERVE)."""
+    import shutil
+
+    from prep.sources.base import SourceError
+    from prep.sources.hub import check_room
+
+    free = shutil.disk_usage(tmp_path).free
+    assert check_room(tmp_path, 1, "small.parquet") == 1
+    with pytest.raises(SourceError, match=f"^big.parquet: its {free:,} bytes do not fit in the free disk space of "):
+        check_room(tmp_path, free, "big.parquet")
+    assert list(tmp_path.iterdir()) == []

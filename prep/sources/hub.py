@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.atomic import atomic_file
 from prep.sources.base import SourceError
-from prep.tario import WNID
+from prep.tario import DISK_RESERVE, WNID, disk_room
 
 TABLE = Path(__file__).with_name("imagenet1k_classes.tsv")
 # ImageNet-1k's splits as published (the devkit's num_train_images, 50 per class in val): the full set's counts.
@@ -134,9 +134,11 @@ class UrlFiles:
     def local(self, name, scratch):
         copy = Path(scratch, "src", name)
         fs, path = self._fs()
-        if copy.exists() and copy.stat().st_size == fs.size(f"{path}/{name}"):
+        size = fs.size(f"{path}/{name}")
+        if copy.exists() and copy.stat().st_size == size:
             return copy
         copy.parent.mkdir(parents=True, exist_ok=True)
+        check_room(copy.parent, size, self.shown(name))
         with self.open(name) as source, atomic_file(copy) as target:
             while chunk := source.read(CHUNK):
                 target.write(chunk)
@@ -144,6 +146,16 @@ class UrlFiles:
 
     def shown(self, name):
         return f"{self.url}/{name}"
+
+
+def check_room(directory, size, shown):
+    """SourceError unless `size` bytes of `shown` fit in `directory`'s free disk space, DISK_RESERVE left over."""
+    room = disk_room(directory)
+    if size > room:
+        raise SourceError(f"{shown}: its {size:,} bytes do not fit in the free disk space of {directory} "
+                          f"({max(room, 0):,} bytes, keeping {DISK_RESERVE:,} free); free space there or give "
+                          "--out on a larger disk")
+    return size
 
 
 def files_of(src):

@@ -22,7 +22,16 @@ from pathlib import Path
 from common.atomic import atomic_file, write_atomically
 from prep.progress import progress
 from prep.sources.base import Container, Found, Source, SourceError
-from prep.sources.hub import FULL_COUNTS, HUB_HINT, HUB_SPLITS, files_of, imagenet1k_wnids, split_stem, wnid_of_name
+from prep.sources.hub import (
+    FULL_COUNTS,
+    HUB_HINT,
+    HUB_SPLITS,
+    check_room,
+    files_of,
+    imagenet1k_wnids,
+    split_stem,
+    wnid_of_name,
+)
 
 # `train-00000-of-00294.parquet`; older Hub conversions add `-<hash>` before the suffix
 PARQUET = re.compile(r"(?:.*/)?(?P<split>train|validation|val)-(?P<number>\d+)-of-(?P<total>\d+)(?:-[0-9a-f]+)?"
@@ -43,7 +52,8 @@ class HubParquet(Source):
     def __init__(self, root, splits, scratch, cap):
         super().__init__(root, splits, scratch, cap)
         self.files = files_of(root)
-        self.by_split = _by_split(self.files.names())
+        self.sizes = self.files.names()  # {name: bytes}
+        self.by_split = _by_split(self.sizes)
         for split in splits:
             if not self.by_split.get(split):
                 raise SourceError(f"--src {root}: no {_hub_name(split)}-NNNNN-of-NNNNN.parquet files (needed for "
@@ -95,8 +105,8 @@ class HubParquet(Source):
         names = self.by_split[split]
         spool_dir = Path(self.scratch, SPOOL)
         spool_dir.mkdir(parents=True, exist_ok=True)
-        jobs = mapper(spool_file, [self.files] * len(names), names, [spool_dir] * len(names),
-                      [self._declared] * len(names))
+        jobs = mapper(spool_file, [self.files] * len(names), names, [self.sizes[name] for name in names],
+                      [spool_dir] * len(names), [self._declared] * len(names))
         spooled = progress(jobs, total=len(names), desc=f"read {split} parquet", unit="file", leave=False)
         for found, name in zip(spooled, names):
             yield Container(name, None, found)
@@ -154,14 +164,16 @@ def class_wnids(names, shown):
     return wnids
 
 
-def spool_file(files, name, spool_dir, declared):
-    """Found records of the images of the parquet file `name`, spooled into spool_dir (a worker task); a file
-    spooled by an earlier run is read from its record."""
+def spool_file(files, name, size, spool_dir, declared):
+    """Found records of the images of the parquet file `name` (`size` bytes, about what its images take), spooled
+    into spool_dir (a worker task), refused before it starts where the disk has no room for them; a file spooled by
+    an earlier run is read from its record."""
     stem = name.replace("/", "__")
     data, record = Path(spool_dir, f"{stem}.bin"), Path(spool_dir, f"{stem}.json")
     done = _spooled(record, data)
     if done is not None:
         return done
+    check_room(spool_dir, size, files.shown(name))
     import pyarrow
 
     try:
